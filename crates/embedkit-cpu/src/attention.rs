@@ -1,0 +1,145 @@
+//! Multi-head self-attention over unpadded sequences.
+
+use crate::kernels::{matmul_ab, matmul_abt, softmax};
+use embedkit_model::EncoderConfig;
+use rayon::prelude::*;
+
+/// MPNet's relative position bias, expanded for sequences up to `max_len`: `bias[head][i][j]` depends only on
+/// `j - i`, so it is stored per head and relative distance.
+pub(crate) struct RelativeBias {
+    /// `[heads][2·max_len − 1]`, index `(j − i) + max_len − 1`.
+    by_distance: Vec<f32>,
+    max_len: usize,
+}
+
+impl RelativeBias {
+    pub(crate) fn new(table: &[f32], num_buckets: usize, heads: usize, max_len: usize) -> Self {
+        let span = (2 * max_len).saturating_sub(1);
+        let mut by_distance = vec![0.0; heads * span];
+        for d in 0..span {
+            let rel = d as i64 - (max_len as i64 - 1);
+            let bucket = relative_position_bucket(rel, num_buckets, 128);
+            for h in 0..heads {
+                by_distance[h * span + d] = table[bucket * heads + h];
+            }
+        }
+        Self {
+            by_distance,
+            max_len,
+        }
+    }
+
+    fn add_to(&self, head: usize, len: usize, scores: &mut [f32]) {
+        let span = (2 * self.max_len).saturating_sub(1);
+        let row_bias = &self.by_distance[head * span..(head + 1) * span];
+        for i in 0..len {
+            // j − i + max_len − 1 for j = 0 is max_len − 1 − i.
+            let start = self.max_len - 1 - i;
+            for (s, b) in scores[i * len..(i + 1) * len]
+                .iter_mut()
+                .zip(&row_bias[start..start + len])
+            {
+                *s += b;
+            }
+        }
+    }
+}
+
+/// T5/MPNet bidirectional bucketing of `relative = key_pos − query_pos`. Computed in f32 like PyTorch, since
+/// the bucket boundaries come from truncating a float.
+fn relative_position_bucket(relative: i64, num_buckets: usize, max_distance: usize) -> usize {
+    let half = (num_buckets / 2) as i64;
+    let n = -relative;
+    let mut ret = if n < 0 { half } else { 0 };
+    let n = n.abs();
+    let max_exact = half / 2;
+    if n < max_exact {
+        ret += n;
+    } else {
+        let log_ratio = ((n as f32) / max_exact as f32).ln();
+        let denom = ((max_distance as f64) / max_exact as f64).ln() as f32;
+        let large = max_exact + (log_ratio / denom * (half - max_exact) as f32) as i64;
+        ret += large.min(half - 1);
+    }
+    ret as usize
+}
+
+/// `ctx[t × hidden] = softmax(Q·Kᵀ/√d + bias)·V` per sequence and head, from the fused `qkv[t × 3·hidden]`.
+pub(crate) fn attend(
+    qkv: &[f32],
+    seq_lens: &[usize],
+    cfg: &EncoderConfig,
+    rel_bias: Option<&RelativeBias>,
+    ctx: &mut [f32],
+) {
+    let h = cfg.hidden_size;
+    let heads = cfg.num_heads;
+    let d = cfg.head_dim();
+    let scale = 1.0 / (d as f32).sqrt();
+    // Split ctx into per-sequence slices so each (sequence, head) task writes a disjoint region.
+    let mut seq_ctx: Vec<(usize, usize, &mut [f32])> = Vec::with_capacity(seq_lens.len());
+    let mut rest = ctx;
+    let mut start = 0;
+    for &len in seq_lens {
+        let (mine, tail) = rest.split_at_mut(len * h);
+        seq_ctx.push((start, len, mine));
+        rest = tail;
+        start += len;
+    }
+    seq_ctx.par_iter_mut().for_each(|(start, len, out)| {
+        let (start, len) = (*start, *len);
+        let rows = &qkv[start * 3 * h..(start + len) * 3 * h];
+        let mut scores = vec![0.0f32; len * len];
+        let mut head_out = vec![0.0f32; len * d];
+        for head in 0..heads {
+            let q = &rows[head * d..];
+            let k = &rows[h + head * d..];
+            let v = &rows[2 * h + head * d..];
+            matmul_abt(len, len, d, q, 3 * h, k, 3 * h, &mut scores, scale);
+            if let Some(bias) = rel_bias {
+                bias.add_to(head, len, &mut scores);
+            }
+            for row in scores.chunks_exact_mut(len.max(1)) {
+                softmax(row);
+            }
+            matmul_ab(len, d, len, &scores, v, 3 * h, &mut head_out, d);
+            for (i, r) in head_out.chunks_exact(d).enumerate() {
+                out[i * h + head * d..i * h + (head + 1) * d].copy_from_slice(r);
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_match_mpnet_reference() {
+        // Values from transformers' MPNet relative_position_bucket(num_buckets=32, max_distance=128).
+        let cases = [
+            (0, 0),
+            (-1, 1),
+            (1, 17),
+            (-7, 7),
+            (-8, 8),
+            (-15, 9),
+            (-16, 10),
+            (-31, 11),
+            (-32, 12),
+            (-64, 14),
+            (-127, 15),
+            (-500, 15),
+            (8, 24),
+            (16, 26),
+            (500, 31),
+        ];
+        for (rel, want) in cases {
+            assert_eq!(
+                relative_position_bucket(rel, 32, 128),
+                want,
+                "relative {rel}"
+            );
+        }
+    }
+}

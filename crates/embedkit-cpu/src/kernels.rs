@@ -1,0 +1,241 @@
+//! The arithmetic of one encoder layer, on row-major f32 buffers.
+
+use gemm::Parallelism;
+
+/// Row-major `y[t × n] = x[t × k] · wᵀ + bias`, with `w` stored `[n × k]` as in PyTorch.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn linear(
+    x: &[f32],
+    t: usize,
+    k: usize,
+    w: &[f32],
+    bias: Option<&[f32]>,
+    n: usize,
+    y: &mut [f32],
+    parallelism: Parallelism,
+) {
+    debug_assert_eq!(x.len(), t * k);
+    debug_assert_eq!(w.len(), n * k);
+    debug_assert_eq!(y.len(), t * n);
+    if let Some(b) = bias {
+        for row in y.chunks_exact_mut(n) {
+            row.copy_from_slice(b);
+        }
+    }
+    // SAFETY: the asserts above (and the callers' buffer sizes) guarantee every index the strides reach is
+    // inside `x`, `w` and `y`; `y` does not alias the inputs because it is a distinct &mut.
+    unsafe {
+        gemm::gemm(
+            t,
+            n,
+            k,
+            y.as_mut_ptr(),
+            1,
+            n as isize,
+            bias.is_some(),
+            x.as_ptr(),
+            1,
+            k as isize,
+            w.as_ptr(),
+            k as isize,
+            1,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+/// `c[m × n] = scale · a[m × k] · b[n × k]ᵀ`, with row strides given (for per-head views into wider rows).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matmul_abt(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    a_rs: usize,
+    b: &[f32],
+    b_rs: usize,
+    c: &mut [f32],
+    scale: f32,
+) {
+    debug_assert!(m == 0 || a.len() >= (m - 1) * a_rs + k);
+    debug_assert!(n == 0 || b.len() >= (n - 1) * b_rs + k);
+    debug_assert!(c.len() >= m * n);
+    // SAFETY: bounds follow from the asserts; c is a distinct &mut.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.as_ptr(),
+            1,
+            a_rs as isize,
+            b.as_ptr(),
+            b_rs as isize,
+            1,
+            0.0,
+            scale,
+            false,
+            false,
+            false,
+            Parallelism::None,
+        );
+    }
+}
+
+/// `c[m × n] (row stride c_rs) = a[m × k] · b[k × n]` with `b`'s rows `b_rs` apart.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matmul_ab(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    b: &[f32],
+    b_rs: usize,
+    c: &mut [f32],
+    c_rs: usize,
+) {
+    debug_assert!(a.len() >= m * k);
+    debug_assert!(k == 0 || b.len() >= (k - 1) * b_rs + n);
+    debug_assert!(m == 0 || c.len() >= (m - 1) * c_rs + n);
+    // SAFETY: bounds follow from the asserts; c is a distinct &mut.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            c_rs as isize,
+            false,
+            a.as_ptr(),
+            1,
+            k as isize,
+            b.as_ptr(),
+            1,
+            b_rs as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            Parallelism::None,
+        );
+    }
+}
+
+/// `x = LayerNorm(x + residual)` row by row (pass an empty residual to skip the add).
+pub(crate) fn add_layer_norm(
+    x: &mut [f32],
+    residual: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f32,
+) {
+    let h = gamma.len();
+    for (r, row) in x.chunks_exact_mut(h).enumerate() {
+        if !residual.is_empty() {
+            for (v, res) in row.iter_mut().zip(&residual[r * h..(r + 1) * h]) {
+                *v += res;
+            }
+        }
+        let mean = row.iter().sum::<f32>() / h as f32;
+        let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / h as f32;
+        let inv = 1.0 / (var + eps).sqrt();
+        for ((v, g), b) in row.iter_mut().zip(gamma).zip(beta) {
+            *v = (*v - mean) * inv * g + b;
+        }
+    }
+}
+
+/// In-place softmax of one row.
+pub(crate) fn softmax(row: &mut [f32]) {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0;
+    for v in row.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    row.iter_mut().for_each(|v| *v *= inv);
+}
+
+/// erf with max absolute error 1.5e-7 (Abramowitz & Stegun 7.1.26); enough that GELU outputs match torch's
+/// to f32 noise, and branch-free so the loop vectorizes.
+#[inline]
+pub(crate) fn erf(x: f32) -> f32 {
+    let a = x.abs();
+    let t = 1.0 / (1.0 + 0.327_591_1 * a);
+    let poly = t
+        * (0.254_829_6
+            + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152_1 + t * 1.061_405_4))));
+    let y = 1.0 - poly * (-a * a).exp();
+    y.copysign(x)
+}
+
+/// Applies the feed-forward activation in place.
+pub(crate) fn activate(x: &mut [f32], act: embedkit_model::Activation) {
+    use embedkit_model::Activation;
+    match act {
+        Activation::Gelu => x
+            .iter_mut()
+            .for_each(|v| *v = 0.5 * *v * (1.0 + erf(*v * std::f32::consts::FRAC_1_SQRT_2))),
+        Activation::GeluTanh => x.iter_mut().for_each(|v| {
+            let u = 0.797_884_6 * (*v + 0.044_715 * *v * *v * *v);
+            *v = 0.5 * *v * (1.0 + u.tanh());
+        }),
+        Activation::Relu => x.iter_mut().for_each(|v| *v = v.max(0.0)),
+        Activation::Silu => x.iter_mut().for_each(|v| *v /= 1.0 + (-*v).exp()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn erf_is_accurate() {
+        for (x, want) in [
+            (0.0f32, 0.0f32),
+            (0.5, 0.520_499_9),
+            (1.0, 0.842_700_8),
+            (-2.0, -0.995_322_3),
+            (4.0, 1.0),
+        ] {
+            assert!((erf(x) - want).abs() < 3e-7, "erf({x}) = {}", erf(x));
+        }
+    }
+
+    #[test]
+    fn linear_matches_naive() {
+        let (t, k, n) = (3, 5, 4);
+        let x: Vec<f32> = (0..t * k).map(|i| (i as f32 * 0.37).sin()).collect();
+        let w: Vec<f32> = (0..n * k).map(|i| (i as f32 * 0.11).cos()).collect();
+        let b: Vec<f32> = (0..n).map(|i| i as f32).collect();
+        let mut y = vec![0.0; t * n];
+        linear(&x, t, k, &w, Some(&b), n, &mut y, Parallelism::None);
+        for r in 0..t {
+            for c in 0..n {
+                let want: f32 = (0..k).map(|i| x[r * k + i] * w[c * k + i]).sum::<f32>() + b[c];
+                assert!((y[r * n + c] - want).abs() < 1e-5);
+            }
+        }
+    }
+
+    #[test]
+    fn layer_norm_standardizes() {
+        let mut x = vec![1.0, 2.0, 3.0, 4.0];
+        add_layer_norm(&mut x, &[1.0, 1.0, 1.0, 1.0], &[1.0; 4], &[0.0; 4], 1e-12);
+        let mean: f32 = x.iter().sum::<f32>() / 4.0;
+        assert!(mean.abs() < 1e-6);
+        assert!((x[3] - 1.341_640_8).abs() < 1e-5);
+    }
+}

@@ -1,0 +1,24 @@
+//! The seam between the model pipeline and the code that runs the transformer.
+
+/// A batch of sequences, concatenated without padding.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenBatch<'a> {
+    /// Token ids of all sequences, one after another.
+    pub input_ids: &'a [u32],
+    /// Token type ids, aligned with `input_ids`.
+    pub type_ids: &'a [u32],
+    /// Length of each sequence; they sum to `input_ids.len()`.
+    pub seq_lens: &'a [usize],
+}
+
+/// An error from a backend.
+pub type BackendError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Runs a transformer encoder: token ids in, last hidden states out.
+pub trait Backend: Send + Sync {
+    /// A short name for reports (e.g. `cpu-f32`).
+    fn name(&self) -> &str;
+
+    /// The last hidden state of every token, `input_ids.len() × hidden_size`, row-major, in the batch's order.
+    fn forward(&self, batch: &TokenBatch<'_>) -> Result<Vec<f32>, BackendError>;
+}

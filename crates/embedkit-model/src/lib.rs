@@ -1,0 +1,27 @@
+//! Reading embedding models in the HuggingFace / sentence-transformers folder layout and running them:
+//! config.json and modules.json, safetensors weights, the tokenizer, batch planning, pooling, Dense and
+//! Normalize modules, prompts and Matryoshka truncation — everything of `SentenceTransformer.encode` except
+//! the transformer's arithmetic, which a [`Backend`] does.
+//!
+//! The crate knows nothing of HTTP or caches; where a folder comes from is `embedkit-sources`' job.
+
+mod backend;
+mod batch;
+mod config;
+mod embedder;
+mod error;
+mod files;
+mod layout;
+mod pooling;
+mod tokenizer;
+mod weights;
+
+pub use backend::{Backend, BackendError, TokenBatch};
+pub use batch::plan_batches;
+pub use config::{Activation, Architecture, EncoderConfig};
+pub use embedder::{DEFAULT_BATCH_SIZE, LocalEmbedder, ModelInfo};
+pub use error::ModelError;
+pub use layout::{DenseActivation, PostPoolingStep, SentenceTransformerLayout};
+pub use pooling::{PoolingConfig, PoolingMode};
+pub use tokenizer::{Encoded, TextTokenizer};
+pub use weights::{EncoderWeights, LayerNorm, LayerWeights, Linear, SafetensorsFiles, Tensor};
