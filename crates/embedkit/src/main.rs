@@ -1,0 +1,518 @@
+//! The `embedkit` command: wires the crates into subcommands. All logic lives in the library crates.
+
+mod input;
+mod output;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use embedkit_core::{Embedder, Embeddings, EncodeOptions, Metric, similarity_matrix, top_k};
+use embedkit_cpu::{CpuBackend, CpuOptions};
+use embedkit_model::{Backend, LocalEmbedder};
+use embedkit_sources::SourceConfig;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use input::InputFormat;
+use output::{OutputFormat, Sink, VectorWriter};
+use std::io::Write;
+use std::path::PathBuf;
+
+/// The model used when --model is not given.
+const DEFAULT_MODEL: &str = "all-MiniLM-L6-v2";
+
+/// Texts handed to the model per call while streaming a file; bounds memory for any input size.
+const CHUNK: usize = 1024;
+
+#[derive(Parser)]
+#[command(
+    name = "embedkit",
+    version,
+    about = "Text embedding models in one binary: exact sentence-transformers vectors, fast on CPU",
+    long_about = None,
+    after_help = "Models: a catalog name (all-MiniLM-L6-v2, all-mpnet-base-v2; fetched once into EMBEDKIT_HOME, \
+                  default ~/.cache/embedkit), a folder in the sentence-transformers layout, or hf:org/name[@revision]."
+)]
+struct Cli {
+    /// No progress bars or status messages on stderr.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Fetch, list and describe models.
+    Models {
+        #[command(subcommand)]
+        command: ModelsCommand,
+    },
+    /// Embed texts into vectors (JSON, JSONL, .npy or CSV).
+    Embed(EmbedArgs),
+    /// Compare texts: a similarity matrix, or documents ranked against a query.
+    Similarity(SimilarityArgs),
+}
+
+#[derive(Subcommand)]
+enum ModelsCommand {
+    /// Download a catalog model (or hf:org/name) and print its folder as the last line.
+    Fetch {
+        /// Catalog name or hf:org/name[@revision].
+        name: String,
+    },
+    /// List the catalog and which models are already fetched.
+    List,
+    /// Show a model's architecture, dimensions, token limit, pooling, parameters and size.
+    Info {
+        /// Catalog name, folder or hf:org/name.
+        model: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args, Clone)]
+struct ModelArgs {
+    /// Catalog name, model folder, or hf:org/name[@revision].
+    #[arg(long, short, default_value = DEFAULT_MODEL)]
+    model: String,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+#[derive(Args, Clone)]
+struct EncodeArgs {
+    /// Texts per forward pass.
+    #[arg(long, default_value_t = embedkit_model::DEFAULT_BATCH_SIZE)]
+    batch_size: usize,
+    /// L2-normalize the vectors (default: as the model's modules say).
+    #[arg(long, overrides_with = "no_normalize")]
+    normalize: bool,
+    /// Do not L2-normalize, even if the model does.
+    #[arg(long)]
+    no_normalize: bool,
+    /// Keep the first N dimensions (Matryoshka), then normalize if normalizing.
+    #[arg(long, value_name = "N")]
+    truncate_dim: Option<usize>,
+    /// A literal prompt to prepend to every text ("" for none).
+    #[arg(long, conflicts_with = "prompt_name")]
+    prompt: Option<String>,
+    /// One of the model's named prompts (e.g. query, passage).
+    #[arg(long)]
+    prompt_name: Option<String>,
+    /// Truncate texts to at most N tokens (never more than the model's limit).
+    #[arg(long, value_name = "N")]
+    max_length: Option<usize>,
+}
+
+impl EncodeArgs {
+    fn options(&self) -> EncodeOptions {
+        EncodeOptions {
+            batch_size: Some(self.batch_size),
+            normalize: if self.no_normalize {
+                Some(false)
+            } else if self.normalize {
+                Some(true)
+            } else {
+                None
+            },
+            truncate_dim: self.truncate_dim,
+            prompt: self.prompt.clone(),
+            prompt_name: self.prompt_name.clone(),
+            max_length: self.max_length,
+        }
+    }
+}
+
+#[derive(Args)]
+struct EmbedArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    encode: EncodeArgs,
+    /// Texts to embed (or use --input).
+    texts: Vec<String>,
+    /// A file of texts: .txt (one per line) or .jsonl; `-` reads stdin.
+    #[arg(long, short, value_name = "FILE")]
+    input: Option<String>,
+    /// Layout of --input (default: from its extension; stdin is txt).
+    #[arg(long, value_enum)]
+    input_format: Option<InputFormat>,
+    /// JSONL field that holds the text.
+    #[arg(long, default_value = "text")]
+    field: String,
+    /// Output encoding.
+    #[arg(long, short, value_enum, default_value = "jsonl")]
+    format: OutputFormat,
+    /// Write to FILE (atomically) instead of stdout.
+    #[arg(long, short, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Token-level vectors instead of one vector per text (JSONL: index, token_ids, embeddings).
+    #[arg(long)]
+    tokens: bool,
+}
+
+#[derive(Args)]
+struct SimilarityArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    encode: EncodeArgs,
+    /// Texts to compare pairwise (a matrix).
+    texts: Vec<String>,
+    /// Rank documents against this query instead.
+    #[arg(long, requires = "docs")]
+    query: Option<String>,
+    /// Documents to rank (.txt or .jsonl; `-` for stdin).
+    #[arg(long, value_name = "FILE")]
+    docs: Option<String>,
+    /// JSONL field of --docs that holds the text.
+    #[arg(long, default_value = "text")]
+    field: String,
+    /// Similarity function (default: the model's, usually cosine).
+    #[arg(long)]
+    metric: Option<Metric>,
+    /// Show only the best K documents.
+    #[arg(long, value_name = "K")]
+    top_k: Option<usize>,
+    /// Prompt name for the query (e.g. query); documents use --prompt-name.
+    #[arg(long)]
+    query_prompt_name: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        // One line: the chain of causes joined, newlines from library messages flattened.
+        let msg = format!("{e:#}").replace('\n', " ");
+        eprintln!("error: {msg}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let quiet = cli.quiet;
+    match cli.command {
+        Command::Models { command } => models(command, quiet),
+        Command::Embed(args) => embed(args, quiet),
+        Command::Similarity(args) => similarity(args, quiet),
+    }
+}
+
+fn source_config(quiet: bool) -> SourceConfig {
+    let mut cfg = SourceConfig::from_env();
+    cfg.quiet = quiet;
+    cfg
+}
+
+fn load_model(args: &ModelArgs, quiet: bool) -> Result<LocalEmbedder> {
+    let dir = embedkit_sources::resolve(&args.model, &source_config(quiet))?;
+    let options = CpuOptions {
+        threads: args.threads,
+    };
+    if args.threads == Some(0) {
+        bail!("--threads must be at least 1");
+    }
+    let model = LocalEmbedder::load(&args.model, &dir, |config, weights| {
+        Ok(Box::new(CpuBackend::new(config, weights, &options)?) as Box<dyn Backend>)
+    })
+    .with_context(|| format!("cannot load model '{}'", args.model))?;
+    Ok(model)
+}
+
+fn models(command: ModelsCommand, quiet: bool) -> Result<()> {
+    let cfg = source_config(quiet);
+    match command {
+        ModelsCommand::Fetch { name } => {
+            let dir = embedkit_sources::resolve(&name, &cfg)?;
+            println!("{}", dir.display());
+        }
+        ModelsCommand::List => {
+            let fetched = embedkit_sources::fetched_models(&cfg);
+            println!("{:<20} {:<42} {:<8} folder", "name", "hub id", "fetched");
+            for entry in embedkit_sources::catalog() {
+                let local = fetched.iter().find(|(n, _)| *n == entry.name);
+                println!(
+                    "{:<20} {:<42} {:<8} {}",
+                    entry.name,
+                    entry.hub_id,
+                    if local.is_some() { "yes" } else { "no" },
+                    local
+                        .map(|(_, p)| p.display().to_string())
+                        .unwrap_or_default()
+                );
+            }
+        }
+        ModelsCommand::Info { model, json } => {
+            let m = load_model(
+                &ModelArgs {
+                    model,
+                    threads: Some(1),
+                },
+                quiet,
+            )?;
+            let info = m.info();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&info)?);
+            } else {
+                let prompts = if info.prompts.is_empty() {
+                    "none".to_string()
+                } else {
+                    info.prompts
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v:?}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                let rows = [
+                    ("name", info.name.clone()),
+                    ("folder", info.path.display().to_string()),
+                    ("architecture", info.architecture.clone()),
+                    ("dimensions", info.dims.to_string()),
+                    ("hidden size", info.hidden_size.to_string()),
+                    (
+                        "layers × heads",
+                        format!("{} × {}", info.layers, info.heads),
+                    ),
+                    ("max tokens", info.max_tokens.to_string()),
+                    ("pooling", info.pooling.clone()),
+                    ("dense layers", info.dense_layers.to_string()),
+                    ("normalized", info.normalize.to_string()),
+                    ("similarity", info.similarity.clone()),
+                    ("prompts", prompts),
+                    (
+                        "parameters",
+                        format!("{:.1} M", info.parameters as f64 / 1e6),
+                    ),
+                    (
+                        "size on disk",
+                        format!("{:.1} MB", info.size_on_disk as f64 / 1e6),
+                    ),
+                    ("vocabulary", info.vocab_size.to_string()),
+                    ("backend", info.backend.clone()),
+                ];
+                for (k, v) in rows {
+                    println!("{k:<15} {v}");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn progress(len: usize, quiet: bool) -> ProgressBar {
+    // indicatif draws nothing when stderr is not a terminal; --quiet hides it everywhere.
+    let target = if quiet {
+        ProgressDrawTarget::hidden()
+    } else {
+        ProgressDrawTarget::stderr()
+    };
+    let bar = ProgressBar::with_draw_target(Some(len as u64), target);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} embedding {bar:40} {pos}/{len} texts ({per_sec}, eta {eta})",
+        )
+        .expect("the progress template is a valid literal"),
+    );
+    bar
+}
+
+fn gather_texts(
+    texts: Vec<String>,
+    input: Option<&str>,
+    format: Option<InputFormat>,
+    field: &str,
+) -> Result<Vec<String>> {
+    match input {
+        Some(path) if !texts.is_empty() => {
+            bail!("give texts as arguments or with --input {path}, not both")
+        }
+        Some(path) => input::read_texts(path, format, field),
+        None if texts.is_empty() => {
+            bail!("no texts: pass them as arguments or with --input FILE (- for stdin)")
+        }
+        None => Ok(texts),
+    }
+}
+
+fn embed(args: EmbedArgs, quiet: bool) -> Result<()> {
+    let texts = gather_texts(
+        args.texts,
+        args.input.as_deref(),
+        args.input_format,
+        &args.field,
+    )?;
+    if args.tokens && !matches!(args.format, OutputFormat::Jsonl | OutputFormat::Json) {
+        bail!("--tokens writes JSONL or JSON only (token counts differ per text)");
+    }
+    let model = load_model(&args.model, quiet)?;
+    let options = args.encode.options();
+    let bar = progress(texts.len(), quiet);
+    let sink = Sink::open(args.output.as_deref())?;
+    if args.tokens {
+        return embed_tokens(&model, &texts, &options, sink, args.format, &bar);
+    }
+    let dims = options.truncate_dim.unwrap_or(model.dims());
+    let mut writer = VectorWriter::begin(sink, args.format, model.name(), texts.len(), dims)?;
+    for chunk in texts.chunks(CHUNK) {
+        let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        let vectors = model.embed(&refs, &options)?;
+        writer.write(&vectors)?;
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    writer.finish()
+}
+
+fn embed_tokens(
+    model: &LocalEmbedder,
+    texts: &[String],
+    options: &EncodeOptions,
+    mut sink: Sink,
+    format: OutputFormat,
+    bar: &ProgressBar,
+) -> Result<()> {
+    let json = format == OutputFormat::Json;
+    if json {
+        write!(
+            sink,
+            "{{\"model\":{},\"texts\":[",
+            serde_json::to_string(model.name())?
+        )?;
+    }
+    let mut index = 0usize;
+    for chunk in texts.chunks(CHUNK) {
+        let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        for t in model.embed_tokens(&refs, options)? {
+            if json && index > 0 {
+                sink.write_all(b",")?;
+            }
+            write!(
+                sink,
+                "{{\"index\":{index},\"token_ids\":{},\"embeddings\":[",
+                serde_json::to_string(&t.token_ids)?
+            )?;
+            for (i, row) in t.vectors.iter().enumerate() {
+                if i > 0 {
+                    sink.write_all(b",")?;
+                }
+                output::write_json_array(&mut sink, row)?;
+            }
+            sink.write_all(if json { b"]}" } else { b"]}\n" })?;
+            index += 1;
+        }
+        bar.inc(chunk.len() as u64);
+    }
+    if json {
+        sink.write_all(b"]}\n")?;
+    }
+    bar.finish_and_clear();
+    sink.finish()
+}
+
+fn similarity(args: SimilarityArgs, quiet: bool) -> Result<()> {
+    let model = load_model(&args.model, quiet)?;
+    let options = args.encode.options();
+    let metric = match args.metric {
+        Some(m) => m,
+        None => model
+            .layout()
+            .similarity_fn_name
+            .as_deref()
+            .map(str::parse)
+            .transpose()?
+            .unwrap_or(Metric::Cosine),
+    };
+    let mut out = std::io::stdout().lock();
+    if let Some(query) = &args.query {
+        if !args.texts.is_empty() {
+            bail!("give either TEXT arguments (a matrix) or --query with --docs, not both");
+        }
+        let docs_path = args.docs.as_deref().context("--query needs --docs FILE")?;
+        let docs = input::read_texts(docs_path, None, &args.field)?;
+        let query_options = EncodeOptions {
+            prompt_name: args
+                .query_prompt_name
+                .clone()
+                .or(options.prompt_name.clone()),
+            ..options.clone()
+        };
+        let q = model.embed(&[query.as_str()], &query_options)?;
+        let bar = progress(docs.len(), quiet);
+        let mut d = Embeddings::empty(q.dims());
+        for chunk in docs.chunks(CHUNK) {
+            let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+            d.append(&model.embed(&refs, &options)?)?;
+            bar.inc(chunk.len() as u64);
+        }
+        bar.finish_and_clear();
+        let hits = top_k(q.row(0), &d, args.top_k.unwrap_or(docs.len()), metric);
+        if args.json {
+            let rows: Vec<_> = hits
+                .iter()
+                .enumerate()
+                .map(|(rank, &(i, score))| {
+                    serde_json::json!({"rank": rank + 1, "index": i, "score": score, "text": docs[i]})
+                })
+                .collect();
+            writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
+        } else {
+            writeln!(out, "query: {query}   ({metric})")?;
+            writeln!(out, "{:>4}  {:>8}  text", "rank", "score")?;
+            for (rank, &(i, score)) in hits.iter().enumerate() {
+                writeln!(
+                    out,
+                    "{:>4}  {:>8.4}  {}",
+                    rank + 1,
+                    score,
+                    one_line(&docs[i], 100)
+                )?;
+            }
+        }
+        return Ok(());
+    }
+    if args.texts.len() < 2 {
+        bail!("give at least two texts to compare, or --query Q --docs FILE");
+    }
+    let refs: Vec<&str> = args.texts.iter().map(String::as_str).collect();
+    let e = model.embed(&refs, &options)?;
+    let matrix = similarity_matrix(&e, &e, metric);
+    if args.json {
+        let v = serde_json::json!({"metric": metric.to_string(), "texts": args.texts, "matrix": matrix});
+        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+        return Ok(());
+    }
+    writeln!(out, "{metric} similarity")?;
+    for (i, t) in args.texts.iter().enumerate() {
+        writeln!(out, "[{i}] {}", one_line(t, 100))?;
+    }
+    write!(out, "{:>5}", "")?;
+    for j in 0..args.texts.len() {
+        write!(out, " {:>8}", format!("[{j}]"))?;
+    }
+    writeln!(out)?;
+    for (i, row) in matrix.iter().enumerate() {
+        write!(out, "{:>5}", format!("[{i}]"))?;
+        for v in row {
+            write!(out, " {v:>8.4}")?;
+        }
+        writeln!(out)?;
+    }
+    Ok(())
+}
+
+/// A text shortened to one display line.
+fn one_line(s: &str, max: usize) -> String {
+    let flat: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if flat.chars().count() > max {
+        format!("{}…", flat.chars().take(max - 1).collect::<String>())
+    } else {
+        flat
+    }
+}
