@@ -67,6 +67,13 @@ pub trait Embedder: Send + Sync {
     /// Dimensions of the vectors [`Embedder::embed`] returns without `truncate_dim`.
     fn dims(&self) -> usize;
 
+    /// Identifies everything about this embedder that changes its vectors — weights, pooling, Dense layers,
+    /// normalization, token limit — but not the options of one call. Cache keys and index headers use it; two
+    /// embedders with equal fingerprints give equal vectors for equal inputs and options.
+    fn fingerprint(&self) -> String {
+        self.name().to_string()
+    }
+
     /// Embeds `texts` into one vector each.
     fn embed(&self, texts: &[&str], options: &EncodeOptions) -> Result<Embeddings, EmbedError>;
 
@@ -90,6 +97,9 @@ impl<E: Embedder + ?Sized> Embedder for std::sync::Arc<E> {
     }
     fn dims(&self) -> usize {
         (**self).dims()
+    }
+    fn fingerprint(&self) -> String {
+        (**self).fingerprint()
     }
     fn embed(&self, texts: &[&str], options: &EncodeOptions) -> Result<Embeddings, EmbedError> {
         (**self).embed(texts, options)

@@ -65,6 +65,7 @@ pub struct LocalEmbedder {
     tokenizer: TextTokenizer,
     backend: Box<dyn Backend>,
     parameters: usize,
+    fingerprint: String,
 }
 
 impl LocalEmbedder {
@@ -105,7 +106,9 @@ impl LocalEmbedder {
             check_dense_input(step, &layout, &config)?;
         }
         let backend = make_backend(&config, weights).map_err(ModelError::Backend)?;
+        let fingerprint = fingerprint_folder(dir, tokenizer.max_length())?;
         Ok(Self {
+            fingerprint,
             name: name.to_string(),
             dir: dir.to_path_buf(),
             config,
@@ -287,6 +290,10 @@ impl Embedder for LocalEmbedder {
         self.layout.output_dims(self.config.hidden_size)
     }
 
+    fn fingerprint(&self) -> String {
+        self.fingerprint.clone()
+    }
+
     fn embed(&self, texts: &[&str], options: &EncodeOptions) -> Result<Embeddings, EmbedError> {
         let dims = self.dims();
         if let Some(d) = options.truncate_dim
@@ -410,4 +417,70 @@ fn dir_size(dir: &Path) -> u64 {
             }
         })
         .sum()
+}
+
+/// Bytes sampled from every weights file for the fingerprint: 64 KiB out of every 4 MiB.
+const SAMPLE: u64 = 64 << 10;
+const STRIDE: u64 = 4 << 20;
+
+/// A sha256 over what decides the vectors: the config files of every module, the token limit, and the
+/// safetensors files (their size, header, and a strided sample of their data). Hashing all of a 440 MB model
+/// would add a second to every load; any real change of weights (fine-tuning touches every tensor) changes
+/// the sampled bytes.
+fn fingerprint_folder(dir: &Path, max_tokens: usize) -> Result<String, ModelError> {
+    use sha2::{Digest, Sha256};
+    use std::io::{Read, Seek, SeekFrom};
+    let mut h = Sha256::new();
+    h.update(format!("embedkit-fingerprint-v1 max_tokens={max_tokens}\n"));
+    let mut files = Vec::new();
+    collect_files(dir, &mut files);
+    files.sort();
+    for path in files {
+        let rel = path
+            .strip_prefix(dir)
+            .unwrap_or(&path)
+            .to_string_lossy()
+            .replace('\\', "/");
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let is_weights = name.ends_with(".safetensors");
+        let is_config = name.ends_with(".json") || name == "vocab.txt";
+        if !(is_weights || is_config) || name == "README.md" {
+            continue;
+        }
+        h.update(rel.as_bytes());
+        h.update([0]);
+        if is_config {
+            h.update(std::fs::read(&path).map_err(|e| ModelError::io(&path, e))?);
+            continue;
+        }
+        let mut f = std::fs::File::open(&path).map_err(|e| ModelError::io(&path, e))?;
+        let len = f.metadata().map_err(|e| ModelError::io(&path, e))?.len();
+        h.update(len.to_le_bytes());
+        let mut buf = vec![0u8; SAMPLE as usize];
+        let mut offset = 0;
+        while offset < len {
+            f.seek(SeekFrom::Start(offset))
+                .map_err(|e| ModelError::io(&path, e))?;
+            let n = (len - offset).min(SAMPLE) as usize;
+            f.read_exact(&mut buf[..n])
+                .map_err(|e| ModelError::io(&path, e))?;
+            h.update(&buf[..n]);
+            offset += STRIDE;
+        }
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            collect_files(&p, out);
+        } else {
+            out.push(p);
+        }
+    }
 }
