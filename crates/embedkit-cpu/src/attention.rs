@@ -64,7 +64,26 @@ fn relative_position_bucket(relative: i64, num_buckets: usize, max_distance: usi
     ret as usize
 }
 
+/// Sequences up to this length use the direct kernel; longer ones go through GEMM, whose packing cost only
+/// pays off on bigger tiles.
+const DIRECT_MAX_LEN: usize = 64;
+
+/// A raw pointer that may cross threads: each (sequence, head) task writes a disjoint set of `ctx` elements.
+#[derive(Clone, Copy)]
+struct CtxPtr(*mut f32);
+// SAFETY: tasks write disjoint elements (rows of their own sequence × columns of their own head).
+unsafe impl Send for CtxPtr {}
+unsafe impl Sync for CtxPtr {}
+
+impl CtxPtr {
+    /// Through a method, so closures capture the whole (Sync) wrapper rather than its raw-pointer field.
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
 /// `ctx[t × hidden] = softmax(Q·Kᵀ/√d + bias)·V` per sequence and head, from the fused `qkv[t × 3·hidden]`.
+/// Every (sequence, head) pair is its own parallel task, so a single text still uses all threads.
 pub(crate) fn attend(
     qkv: &[f32],
     seq_lens: &[usize],
@@ -76,22 +95,37 @@ pub(crate) fn attend(
     let heads = cfg.num_heads;
     let d = cfg.head_dim();
     let scale = 1.0 / (d as f32).sqrt();
-    // Split ctx into per-sequence slices so each (sequence, head) task writes a disjoint region.
-    let mut seq_ctx: Vec<(usize, usize, &mut [f32])> = Vec::with_capacity(seq_lens.len());
-    let mut rest = ctx;
+    let mut tasks = Vec::with_capacity(seq_lens.len() * heads);
     let mut start = 0;
     for &len in seq_lens {
-        let (mine, tail) = rest.split_at_mut(len * h);
-        seq_ctx.push((start, len, mine));
-        rest = tail;
+        for head in 0..heads {
+            tasks.push((start, len, head));
+        }
         start += len;
     }
-    seq_ctx.par_iter_mut().for_each(|(start, len, out)| {
-        let (start, len) = (*start, *len);
+    assert_eq!(
+        ctx.len(),
+        start * h,
+        "ctx holds hidden_size values per token"
+    );
+    let out = CtxPtr(ctx.as_mut_ptr());
+    tasks.par_iter().for_each(|&(start, len, head)| {
         let rows = &qkv[start * 3 * h..(start + len) * 3 * h];
         let mut scores = vec![0.0f32; len * len];
         let mut head_out = vec![0.0f32; len * d];
-        for head in 0..heads {
+        if len <= DIRECT_MAX_LEN {
+            attend_direct(
+                rows,
+                len,
+                h,
+                d,
+                head,
+                scale,
+                &mut scores,
+                &mut head_out,
+                rel_bias,
+            );
+        } else {
             let q = &rows[head * d..];
             let k = &rows[h + head * d..];
             let v = &rows[2 * h + head * d..];
@@ -99,15 +133,66 @@ pub(crate) fn attend(
             if let Some(bias) = rel_bias {
                 bias.add_to(head, len, &mut scores);
             }
-            for row in scores.chunks_exact_mut(len.max(1)) {
+            for row in scores.chunks_exact_mut(len) {
                 softmax(row);
             }
             matmul_ab(len, d, len, &scores, v, 3 * h, &mut head_out, d);
-            for (i, r) in head_out.chunks_exact(d).enumerate() {
-                out[i * h + head * d..i * h + (head + 1) * d].copy_from_slice(r);
-            }
+        }
+        for (i, r) in head_out.chunks_exact(d).enumerate() {
+            let offset = (start + i) * h + head * d;
+            // SAFETY: offset + d ≤ (start + len) * h ≤ ctx.len() (asserted above); this task alone writes
+            // columns head·d..(head+1)·d of its sequence's rows.
+            unsafe { std::ptr::copy_nonoverlapping(r.as_ptr(), out.get().add(offset), d) };
         }
     });
+}
+
+/// Attention of one short sequence and head with plain loops over contiguous copies of K and V.
+#[allow(clippy::too_many_arguments)]
+fn attend_direct(
+    rows: &[f32],
+    len: usize,
+    h: usize,
+    d: usize,
+    head: usize,
+    scale: f32,
+    scores: &mut [f32],
+    out: &mut [f32],
+    rel_bias: Option<&RelativeBias>,
+) {
+    let mut k = vec![0.0f32; len * d];
+    let mut v = vec![0.0f32; len * d];
+    for j in 0..len {
+        let row = &rows[j * 3 * h..(j + 1) * 3 * h];
+        k[j * d..(j + 1) * d].copy_from_slice(&row[h + head * d..h + (head + 1) * d]);
+        v[j * d..(j + 1) * d].copy_from_slice(&row[2 * h + head * d..2 * h + (head + 1) * d]);
+    }
+    for i in 0..len {
+        let q = &rows[i * 3 * h + head * d..i * 3 * h + (head + 1) * d];
+        let s = &mut scores[i * len..(i + 1) * len];
+        for (j, sj) in s.iter_mut().enumerate() {
+            *sj = q
+                .iter()
+                .zip(&k[j * d..(j + 1) * d])
+                .map(|(a, b)| a * b)
+                .sum::<f32>()
+                * scale;
+        }
+    }
+    if let Some(bias) = rel_bias {
+        bias.add_to(head, len, scores);
+    }
+    for i in 0..len {
+        let s = &mut scores[i * len..(i + 1) * len];
+        softmax(s);
+        let o = &mut out[i * d..(i + 1) * d];
+        o.fill(0.0);
+        for (j, &p) in s.iter().enumerate() {
+            for (oj, vj) in o.iter_mut().zip(&v[j * d..(j + 1) * d]) {
+                *oj += p * vj;
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -243,7 +243,7 @@ impl CpuBackend {
             );
             attention::attend(&qkv, batch.seq_lens, cfg, rel_bias.as_ref(), &mut ctx);
             linear_layer(&ctx, total, &layer.attention_output, &mut attn_out, par);
-            kernels::add_layer_norm(
+            kernels::add_layer_norm_parallel(
                 &mut attn_out,
                 &x,
                 &layer.attention_norm.weight.data,
@@ -254,7 +254,7 @@ impl CpuBackend {
             linear_layer(&x, total, &layer.intermediate, &mut ff, par);
             kernels::activate(&mut ff, cfg.activation);
             linear_layer(&ff, total, &layer.output, &mut attn_out, par);
-            kernels::add_layer_norm(
+            kernels::add_layer_norm_parallel(
                 &mut attn_out,
                 &x,
                 &layer.output_norm.weight.data,
