@@ -49,6 +49,8 @@ enum Command {
     Embed(EmbedArgs),
     /// Compare texts: a similarity matrix, or documents ranked against a query.
     Similarity(SimilarityArgs),
+    /// Measure speed: throughput, single-text latency, load time, memory, and cost by length and batch size.
+    Bench(BenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -183,6 +185,36 @@ struct SimilarityArgs {
     json: bool,
 }
 
+#[derive(Args)]
+struct BenchArgs {
+    /// Models to measure (repeat for several).
+    #[arg(long, short, default_value = DEFAULT_MODEL)]
+    model: Vec<String>,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Corpus, one text per line (default: the built-in 2,000 news sentences).
+    #[arg(long, short, value_name = "FILE")]
+    input: Option<String>,
+    /// Batch size of the throughput run.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Single-text encodes for the latency percentiles.
+    #[arg(long, default_value_t = 200)]
+    latency_runs: usize,
+    /// Skip the length and batch-size sweeps.
+    #[arg(long)]
+    no_sweeps: bool,
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The default benchmark corpus: real news sentences (tools/make_bench_corpus.py).
+const BENCH_SENTENCES: &str = include_str!("../../../bench/sentences.txt");
+/// Long texts for the length sweep.
+const BENCH_LONG: &str = include_str!("../../../bench/long.txt");
+
 fn main() {
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
@@ -199,6 +231,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Models { command } => models(command, quiet),
         Command::Embed(args) => embed(args, quiet),
         Command::Similarity(args) => similarity(args, quiet),
+        Command::Bench(args) => bench(args, quiet),
     }
 }
 
@@ -515,4 +548,133 @@ fn one_line(s: &str, max: usize) -> String {
     } else {
         flat
     }
+}
+
+fn bench(args: BenchArgs, quiet: bool) -> Result<()> {
+    let texts: Vec<String> = match &args.input {
+        Some(path) => input::read_texts(path, None, "text")?,
+        None => BENCH_SENTENCES.lines().map(str::to_string).collect(),
+    };
+    if texts.is_empty() {
+        bail!("the benchmark corpus is empty");
+    }
+    let long_text: String = BENCH_LONG.lines().take(6).collect::<Vec<_>>().join(" ");
+    let config = embedkit_eval::speed::SpeedConfig {
+        batch_size: args.batch_size,
+        latency_runs: args.latency_runs,
+        lengths: if args.no_sweeps {
+            vec![]
+        } else {
+            vec![16, 32, 64, 128, 256, 512]
+        },
+        batch_sizes: if args.no_sweeps {
+            vec![]
+        } else {
+            vec![1, 8, 32, 128, 256]
+        },
+        ..Default::default()
+    };
+    let mut reports = Vec::new();
+    for spec in &args.model {
+        let start = std::time::Instant::now();
+        let model = load_model(
+            &ModelArgs {
+                model: spec.clone(),
+                threads: args.threads,
+            },
+            quiet,
+        )?;
+        let load_ms = start.elapsed().as_secs_f64() * 1e3;
+        let count = |t: &str, max: Option<usize>| {
+            model
+                .tokenizer()
+                .encode_batch(&[t.to_string()], max)
+                .map_or(0, |e| e.first().map_or(0, |x| x.ids.len()))
+        };
+        let report = embedkit_eval::speed::run_speed(
+            &model,
+            &texts,
+            &long_text,
+            &count,
+            &config,
+            |phase| {
+                if !quiet {
+                    eprintln!("{spec}: {phase}…");
+                }
+            },
+        )?;
+        let rss = embedkit_eval::speed::peak_rss_bytes().unwrap_or(0);
+        reports.push((report, load_ms, rss, model.info().backend));
+    }
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let v: Vec<_> = reports
+            .iter()
+            .map(|(r, load_ms, rss, backend)| {
+                let mut v = serde_json::to_value(r).expect("a speed report serializes");
+                v["load_ms"] = serde_json::json!(load_ms);
+                v["peak_rss_bytes"] = serde_json::json!(rss);
+                v["backend"] = serde_json::json!(backend);
+                v["threads"] = serde_json::json!(args.threads);
+                v
+            })
+            .collect();
+        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "| model | backend | texts/s | tokens/s | p50 ms | p99 ms | load ms | peak RSS MB | dims | bytes/vector |"
+    )?;
+    writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")?;
+    for (r, load_ms, rss, backend) in &reports {
+        writeln!(
+            out,
+            "| {} | {} | {:.1} | {:.0} | {:.2} | {:.2} | {:.0} | {:.0} | {} | {} |",
+            r.model,
+            backend,
+            r.sentences_per_s,
+            r.tokens_per_s,
+            r.latency_p50_ms,
+            r.latency_p99_ms,
+            load_ms,
+            *rss as f64 / 1e6,
+            r.dims,
+            r.bytes_per_vector
+        )?;
+    }
+    writeln!(
+        out,
+        "\n{} texts, {:.1} tokens each on average, batch size {}",
+        reports[0].0.texts, reports[0].0.mean_tokens, reports[0].0.batch_size
+    )?;
+    for (r, ..) in &reports {
+        if !r.by_length.is_empty() {
+            writeln!(
+                out,
+                "\n{}: tokens/s by text length (batch {})",
+                r.model, r.batch_size
+            )?;
+            writeln!(out, "| tokens | texts/s | tokens/s |\n|---:|---:|---:|")?;
+            for p in &r.by_length {
+                writeln!(
+                    out,
+                    "| {} | {:.1} | {:.0} |",
+                    p.x, p.sentences_per_s, p.tokens_per_s
+                )?;
+            }
+        }
+        if !r.by_batch.is_empty() {
+            writeln!(out, "\n{}: throughput by batch size", r.model)?;
+            writeln!(out, "| batch | texts/s | tokens/s |\n|---:|---:|---:|")?;
+            for p in &r.by_batch {
+                writeln!(
+                    out,
+                    "| {} | {:.1} | {:.0} |",
+                    p.x, p.sentences_per_s, p.tokens_per_s
+                )?;
+            }
+        }
+    }
+    Ok(())
 }
