@@ -1,0 +1,173 @@
+"""Measures the anchors embedkit's speed is compared against, on the same corpus and machine, and embedkit
+itself in the same run, then prints a markdown table of ratios.
+
+    scripts/bench-anchors            # makes the venv, fetches the models, runs this
+
+Anchors: sentence-transformers on PyTorch, and ONNX Runtime on the same transformer exported to ONNX here
+(tokenized with the model's fast tokenizer, batches sorted by length and padded per batch like
+sentence-transformers, mean pooling and normalization in numpy). Every runtime gets the same thread count.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+
+def percentile(values, q):
+    s = sorted(values)
+    k = max(1, min(len(s), int(np.ceil(q * len(s)))))
+    return s[k - 1]
+
+
+def bench_st(folder, texts, threads, batch, latency_runs):
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    torch.set_num_threads(threads)
+    model = SentenceTransformer(folder, device="cpu")
+    model.encode(texts[:batch], batch_size=batch)
+    best = float("inf")
+    for _ in range(2):
+        t = time.perf_counter()
+        model.encode(texts, batch_size=batch)
+        best = min(best, time.perf_counter() - t)
+    lat = []
+    for i in range(latency_runs):
+        t = time.perf_counter()
+        model.encode([texts[i % len(texts)]], batch_size=1)
+        lat.append((time.perf_counter() - t) * 1e3)
+    return {"sentences_per_s": len(texts) / best, "latency_p50_ms": percentile(lat, 0.5),
+            "latency_p99_ms": percentile(lat, 0.99)}
+
+
+def export_onnx(folder, out_path):
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    if os.path.exists(out_path):
+        return
+    model = AutoModel.from_pretrained(folder).eval()
+    tok = AutoTokenizer.from_pretrained(folder)
+    enc = tok(["a sample sentence", "another one, longer than the first"], padding=True, return_tensors="pt")
+    names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in enc]
+    tmp = out_path + ".tmp"
+    with torch.no_grad():
+        torch.onnx.export(model, tuple(enc[n] for n in names), tmp, input_names=names,
+                          output_names=["last_hidden_state"],
+                          dynamic_axes={**{n: {0: "batch", 1: "seq"} for n in names},
+                                        "last_hidden_state": {0: "batch", 1: "seq"}},
+                          opset_version=17, dynamo=False)
+    os.replace(tmp, out_path)
+
+
+def bench_ort(folder, onnx_path, texts, threads, batch, latency_runs, max_len):
+    import onnxruntime as ort
+    from tokenizers import Tokenizer
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    sess = ort.InferenceSession(onnx_path, opts, providers=["CPUExecutionProvider"])
+    input_names = {i.name for i in sess.get_inputs()}
+    tok = Tokenizer.from_file(os.path.join(folder, "tokenizer.json"))
+    tok.no_padding()
+    tok.enable_truncation(max_len)
+
+    def run(batch_texts):
+        encs = tok.encode_batch([t.strip() for t in batch_texts])
+        n = max(len(e.ids) for e in encs)
+        ids = np.zeros((len(encs), n), dtype=np.int64)
+        mask = np.zeros((len(encs), n), dtype=np.int64)
+        for i, e in enumerate(encs):
+            ids[i, :len(e.ids)] = e.ids
+            mask[i, :len(e.ids)] = 1
+        feed = {"input_ids": ids, "attention_mask": mask}
+        if "token_type_ids" in input_names:
+            feed["token_type_ids"] = np.zeros_like(ids)
+        hidden = sess.run(None, feed)[0]
+        m = mask[:, :, None].astype(np.float32)
+        pooled = (hidden * m).sum(1) / np.clip(m.sum(1), 1e-9, None)
+        return pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
+
+    def encode_all():
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        out = [None] * len(texts)
+        for s in range(0, len(order), batch):
+            idx = order[s:s + batch]
+            for i, v in zip(idx, run([texts[i] for i in idx])):
+                out[i] = v
+        return out
+
+    run(texts[:batch])
+    best = float("inf")
+    for _ in range(2):
+        t = time.perf_counter()
+        encode_all()
+        best = min(best, time.perf_counter() - t)
+    lat = []
+    for i in range(latency_runs):
+        t = time.perf_counter()
+        run([texts[i % len(texts)]])
+        lat.append((time.perf_counter() - t) * 1e3)
+    return {"sentences_per_s": len(texts) / best, "latency_p50_ms": percentile(lat, 0.5),
+            "latency_p99_ms": percentile(lat, 0.99)}
+
+
+def bench_embedkit(binary, model, corpus, threads, batch, latency_runs, extra):
+    out = subprocess.run([binary, "bench", "--quiet", "--json", "--no-sweeps", "--model", model, "--input", corpus,
+                          "--threads", str(threads), "--batch-size", str(batch), "--latency-runs",
+                          str(latency_runs), *extra], check=True, capture_output=True, text=True).stdout
+    return json.loads(out)[0]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--embedkit", required=True)
+    ap.add_argument("--model", action="append", required=True, help="name=folder")
+    ap.add_argument("--corpus", required=True)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--latency-runs", type=int, default=200)
+    ap.add_argument("--work", required=True, help="folder for ONNX exports")
+    ap.add_argument("--embedkit-variant", action="append", default=[],
+                    help="label=extra args for embedkit bench, e.g. 'int8=--compute int8'")
+    args = ap.parse_args()
+    texts = [l.rstrip("\n") for l in open(args.corpus, encoding="utf-8") if l.strip()]
+    rows = []
+    for spec in args.model:
+        name, folder = spec.split("=", 1)
+        cfg = json.load(open(os.path.join(folder, "sentence_bert_config.json")))
+        onnx_path = os.path.join(args.work, name + ".onnx")
+        export_onnx(folder, onnx_path)
+        print(f"{name}: sentence-transformers…", file=sys.stderr)
+        st = bench_st(folder, texts, args.threads, args.batch_size, args.latency_runs)
+        print(f"{name}: onnxruntime…", file=sys.stderr)
+        ort_r = bench_ort(folder, onnx_path, texts, args.threads, args.batch_size, args.latency_runs,
+                          cfg["max_seq_length"])
+        print(f"{name}: embedkit…", file=sys.stderr)
+        variants = [("f32", [])] + [(v.split("=", 1)[0], v.split("=", 1)[1].split()) for v in args.embedkit_variant]
+        rows.append((name, "sentence-transformers (PyTorch)", st, None))
+        rows.append((name, "onnxruntime", ort_r, None))
+        for label, extra in variants:
+            ek = bench_embedkit(args.embedkit, folder, args.corpus, args.threads, args.batch_size,
+                                args.latency_runs, extra)
+            rows.append((name, f"embedkit {label}", ek, (st, ort_r)))
+    print(f"\n{len(texts)} texts from {args.corpus}, batch {args.batch_size}, {args.threads} threads\n")
+    print("| model | runtime | texts/s | p50 ms | p99 ms | × sentence-transformers | × onnxruntime |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for name, runtime, r, anchors in rows:
+        ratios = ("", "") if anchors is None else (
+            f"{r['sentences_per_s'] / anchors[0]['sentences_per_s']:.2f}",
+            f"{r['sentences_per_s'] / anchors[1]['sentences_per_s']:.2f}")
+        print(f"| {name} | {runtime} | {r['sentences_per_s']:.1f} | {r['latency_p50_ms']:.2f} | "
+              f"{r['latency_p99_ms']:.2f} | {ratios[0]} | {ratios[1]} |")
+
+
+if __name__ == "__main__":
+    main()
