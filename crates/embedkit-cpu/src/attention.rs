@@ -90,6 +90,7 @@ pub(crate) fn attend(
     cfg: &EncoderConfig,
     rel_bias: Option<&RelativeBias>,
     ctx: &mut [f32],
+    level: crate::simd::SimdLevel,
 ) {
     let h = cfg.hidden_size;
     let heads = cfg.num_heads;
@@ -114,17 +115,16 @@ pub(crate) fn attend(
         let mut scores = vec![0.0f32; len * len];
         let mut head_out = vec![0.0f32; len * d];
         if len <= DIRECT_MAX_LEN {
-            attend_direct(
+            let task = HeadTask {
                 rows,
                 len,
-                h,
-                d,
+                hidden: h,
+                head_dim: d,
                 head,
                 scale,
-                &mut scores,
-                &mut head_out,
                 rel_bias,
-            );
+            };
+            attend_direct_level(level, &task, &mut scores, &mut head_out);
         } else {
             let q = &rows[head * d..];
             let k = &rows[h + head * d..];
@@ -147,36 +147,51 @@ pub(crate) fn attend(
     });
 }
 
-/// Attention of one short sequence and head with plain loops over contiguous copies of K and V.
-#[allow(clippy::too_many_arguments)]
-fn attend_direct(
-    rows: &[f32],
+/// One (sequence, head) of attention for the direct kernel.
+pub(crate) struct HeadTask<'a> {
+    /// The sequence's rows of the fused `qkv` matrix.
+    rows: &'a [f32],
     len: usize,
-    h: usize,
-    d: usize,
+    hidden: usize,
+    head_dim: usize,
     head: usize,
     scale: f32,
-    scores: &mut [f32],
-    out: &mut [f32],
-    rel_bias: Option<&RelativeBias>,
-) {
-    let mut k = vec![0.0f32; len * d];
+    rel_bias: Option<&'a RelativeBias>,
+}
+
+crate::simd::multiversion!(attend_direct_level(task: &HeadTask<'_>, scores: &mut [f32], out: &mut [f32]) => attend_direct);
+
+/// Attention of one short sequence and head with plain loops: Kᵀ and V copied contiguous, scores built as
+/// `Σ_c q[c]·Kᵀ[c][·]` (vectorized across keys, no horizontal sums), output as `Σ_j p[j]·V[j][·]`.
+#[inline(always)]
+fn attend_direct(task: &HeadTask<'_>, scores: &mut [f32], out: &mut [f32]) {
+    let HeadTask {
+        rows,
+        len,
+        hidden: h,
+        head_dim: d,
+        head,
+        scale,
+        rel_bias,
+    } = *task;
+    let mut kt = vec![0.0f32; d * len];
     let mut v = vec![0.0f32; len * d];
     for j in 0..len {
         let row = &rows[j * 3 * h..(j + 1) * 3 * h];
-        k[j * d..(j + 1) * d].copy_from_slice(&row[h + head * d..h + (head + 1) * d]);
+        for (c, &x) in row[h + head * d..h + (head + 1) * d].iter().enumerate() {
+            kt[c * len + j] = x;
+        }
         v[j * d..(j + 1) * d].copy_from_slice(&row[2 * h + head * d..2 * h + (head + 1) * d]);
     }
     for i in 0..len {
         let q = &rows[i * 3 * h + head * d..i * 3 * h + (head + 1) * d];
         let s = &mut scores[i * len..(i + 1) * len];
-        for (j, sj) in s.iter_mut().enumerate() {
-            *sj = q
-                .iter()
-                .zip(&k[j * d..(j + 1) * d])
-                .map(|(a, b)| a * b)
-                .sum::<f32>()
-                * scale;
+        s.fill(0.0);
+        for (c, &qc) in q.iter().enumerate() {
+            let qc = qc * scale;
+            for (sj, kj) in s.iter_mut().zip(&kt[c * len..(c + 1) * len]) {
+                *sj += qc * kj;
+            }
         }
     }
     if let Some(bias) = rel_bias {

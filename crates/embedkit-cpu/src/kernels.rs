@@ -1,5 +1,6 @@
 //! The arithmetic of one encoder layer, on row-major f32 buffers.
 
+use crate::simd::SimdLevel;
 use gemm::Parallelism;
 
 /// Row-major `y[t × n] = x[t × k] · wᵀ + bias`, with `w` stored `[n × k]` as in PyTorch.
@@ -132,7 +133,22 @@ pub(crate) fn matmul_ab(
     }
 }
 
+/// Sum of a slice in 16 independent lanes: f32 addition is not associative, so a plain `sum()` stays one
+/// serial chain; explicit lanes let it vectorize.
+#[inline(always)]
+pub(crate) fn sum16(x: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 16];
+    let mut chunks = x.chunks_exact(16);
+    for c in &mut chunks {
+        for l in 0..16 {
+            lanes[l] += c[l];
+        }
+    }
+    lanes.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
+}
+
 /// `x = LayerNorm(x + residual)` row by row (pass an empty residual to skip the add).
+#[inline(always)]
 pub(crate) fn add_layer_norm(
     x: &mut [f32],
     residual: &[f32],
@@ -147,8 +163,20 @@ pub(crate) fn add_layer_norm(
                 *v += res;
             }
         }
-        let mean = row.iter().sum::<f32>() / h as f32;
-        let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / h as f32;
+        let mean = sum16(row) / h as f32;
+        let mut sq = [0.0f32; 16];
+        let mut chunks = row.chunks_exact(16);
+        for c in &mut chunks {
+            for l in 0..16 {
+                sq[l] += (c[l] - mean) * (c[l] - mean);
+            }
+        }
+        let tail: f32 = chunks
+            .remainder()
+            .iter()
+            .map(|v| (v - mean) * (v - mean))
+            .sum();
+        let var = (sq.iter().sum::<f32>() + tail) / h as f32;
         let inv = 1.0 / (var + eps).sqrt();
         for ((v, g), b) in row.iter_mut().zip(gamma).zip(beta) {
             *v = (*v - mean) * inv * g + b;
@@ -157,14 +185,17 @@ pub(crate) fn add_layer_norm(
 }
 
 /// In-place softmax of one row.
+#[inline(always)]
 pub(crate) fn softmax(row: &mut [f32]) {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0;
+    let mut lanes = [f32::NEG_INFINITY; 16];
+    for (i, &v) in row.iter().enumerate() {
+        lanes[i % 16] = lanes[i % 16].max(v);
+    }
+    let max = lanes.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     for v in row.iter_mut() {
         *v = fast_exp(*v - max);
-        sum += *v;
     }
-    let inv = 1.0 / sum;
+    let inv = 1.0 / sum16(row);
     row.iter_mut().for_each(|v| *v *= inv);
 }
 
@@ -176,8 +207,10 @@ pub(crate) fn fast_exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
+    // Adding and subtracting 1.5·2²³ rounds to the nearest integer without a call to roundf.
+    const ROUND: f32 = 12_582_912.0;
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2E).round();
+    let n = (x * LOG2E + ROUND) - ROUND;
     let r = x - n * LN2_HI - n * LN2_LO;
     // Taylor terms to r^7: the truncation error on |r| ≤ 0.347 is below 1e-8 relative.
     let p = 1.0
@@ -206,11 +239,10 @@ pub(crate) fn erf(x: f32) -> f32 {
 /// Elements per parallel task of the element-wise kernels: big enough to amortize scheduling.
 const ELEMENTWISE_CHUNK: usize = 16 * 1024;
 
-/// Applies the feed-forward activation in place, in parallel chunks.
-pub(crate) fn activate(x: &mut [f32], act: embedkit_model::Activation) {
+#[inline(always)]
+fn activate_body(chunk: &mut [f32], act: embedkit_model::Activation) {
     use embedkit_model::Activation;
-    use rayon::prelude::*;
-    let f = |chunk: &mut [f32]| match act {
+    match act {
         Activation::Gelu => chunk
             .iter_mut()
             .for_each(|v| *v = 0.5 * *v * (1.0 + erf(*v * std::f32::consts::FRAC_1_SQRT_2))),
@@ -222,16 +254,27 @@ pub(crate) fn activate(x: &mut [f32], act: embedkit_model::Activation) {
         }),
         Activation::Relu => chunk.iter_mut().for_each(|v| *v = v.max(0.0)),
         Activation::Silu => chunk.iter_mut().for_each(|v| *v /= 1.0 + fast_exp(-*v)),
-    };
+    }
+}
+
+crate::simd::multiversion!(activate_chunk(chunk: &mut [f32], act: embedkit_model::Activation) => activate_body);
+
+crate::simd::multiversion!(layer_norm_chunk(x: &mut [f32], residual: &[f32], gamma: &[f32], beta: &[f32], eps: f32) => add_layer_norm);
+
+/// Applies the feed-forward activation in place, in parallel chunks.
+pub(crate) fn activate(level: SimdLevel, x: &mut [f32], act: embedkit_model::Activation) {
+    use rayon::prelude::*;
     if x.len() <= ELEMENTWISE_CHUNK {
-        f(x);
+        activate_chunk(level, x, act);
     } else {
-        x.par_chunks_mut(ELEMENTWISE_CHUNK).for_each(f);
+        x.par_chunks_mut(ELEMENTWISE_CHUNK)
+            .for_each(|c| activate_chunk(level, c, act));
     }
 }
 
 /// `x = LayerNorm(x + residual)` over rows of `gamma.len()`, rows in parallel.
 pub(crate) fn add_layer_norm_parallel(
+    level: SimdLevel,
     x: &mut [f32],
     residual: &[f32],
     gamma: &[f32],
@@ -242,18 +285,19 @@ pub(crate) fn add_layer_norm_parallel(
     let h = gamma.len();
     let rows_per_task = (ELEMENTWISE_CHUNK / h).max(1);
     if x.len() <= ELEMENTWISE_CHUNK {
-        add_layer_norm(x, residual, gamma, beta, eps);
+        layer_norm_chunk(level, x, residual, gamma, beta, eps);
         return;
     }
     x.par_chunks_mut(rows_per_task * h)
         .enumerate()
         .for_each(|(i, chunk)| {
+            let start = i * rows_per_task * h;
             let res = if residual.is_empty() {
                 &[][..]
             } else {
-                &residual[i * rows_per_task * h..i * rows_per_task * h + chunk.len()]
+                &residual[start..start + chunk.len()]
             };
-            add_layer_norm(chunk, res, gamma, beta, eps);
+            layer_norm_chunk(level, chunk, res, gamma, beta, eps);
         });
 }
 
@@ -291,7 +335,11 @@ mod tests {
     fn gelu_matches_the_erf_definition() {
         let xs: Vec<f32> = (-600..600).map(|i| i as f32 * 0.01).collect();
         let mut y = xs.clone();
-        activate(&mut y, embedkit_model::Activation::Gelu);
+        activate(
+            SimdLevel::detect(),
+            &mut y,
+            embedkit_model::Activation::Gelu,
+        );
         for (x, y) in xs.iter().zip(&y) {
             let want = 0.5 * *x as f64 * (1.0 + libm_erf(*x as f64 / std::f64::consts::SQRT_2));
             assert!(

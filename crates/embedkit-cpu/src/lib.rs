@@ -5,11 +5,15 @@
 //! Matrix products use the `gemm` crate, which picks AVX-512, AVX2, NEON or scalar kernels at run time.
 
 mod attention;
+mod int8;
 mod kernels;
+mod panel;
+mod simd;
+
+pub use simd::SimdLevel;
 
 use embedkit_model::{
-    Architecture, Backend, BackendError, EncoderConfig, EncoderWeights, LayerNorm, Linear,
-    TokenBatch,
+    Backend, BackendError, EncoderConfig, EncoderWeights, LayerNorm, Linear, TokenBatch,
 };
 use gemm::Parallelism;
 
@@ -47,21 +51,101 @@ pub enum CpuError {
     MalformedBatch(String),
 }
 
+/// The arithmetic of the linear layers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Compute {
+    /// f32 everywhere: the vectors of sentence-transformers.
+    #[default]
+    F32,
+    /// Linear layers with int8 weights (per output channel) and int8 activations (per token, quantized on
+    /// the fly), accumulated in i32; AVX-512 VNNI where present. Attention, LayerNorm and GELU stay f32.
+    Int8,
+}
+
+impl std::str::FromStr for Compute {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "f32" => Ok(Compute::F32),
+            "int8" => Ok(Compute::Int8),
+            other => Err(format!("unknown compute '{other}': expected f32 or int8")),
+        }
+    }
+}
+
 /// How the CPU backend runs.
 #[derive(Debug, Clone, Default)]
 pub struct CpuOptions {
+    /// Linear-layer arithmetic.
+    pub compute: Compute,
     /// Worker threads; `None` uses every core.
     pub threads: Option<usize>,
+    /// Instruction set for the element-wise kernels; `None` detects it (honouring `EMBEDKIT_SIMD`). Never
+    /// above what the CPU supports.
+    pub simd: Option<SimdLevel>,
+}
+
+/// One linear layer in the chosen arithmetic.
+enum Projection {
+    /// f32 with weights packed in panels (see [`panel`]); the path for small batches.
+    Panel(panel::PanelLinear, Box<Projection>),
+    F32 {
+        /// `[n × k]`, PyTorch layout.
+        weight: Vec<f32>,
+        bias: Option<Vec<f32>>,
+        n: usize,
+        k: usize,
+    },
+    Int8(int8::QuantizedLinear),
+}
+
+impl Projection {
+    fn new(weight: Vec<f32>, bias: Option<Vec<f32>>, n: usize, k: usize, compute: Compute) -> Self {
+        match compute {
+            Compute::F32 => Projection::Panel(
+                panel::PanelLinear::new(&weight, bias.as_deref(), n, k),
+                Box::new(Projection::F32 { weight, bias, n, k }),
+            ),
+            Compute::Int8 => {
+                Projection::Int8(int8::QuantizedLinear::new(&weight, bias.as_deref(), n, k))
+            }
+        }
+    }
+
+    fn from_linear(l: Linear, compute: Compute) -> Self {
+        let (n, k) = (l.weight.shape[0], l.weight.shape[1]);
+        Self::new(l.weight.data, l.bias.map(|b| b.data), n, k, compute)
+    }
+
+    fn forward(&self, x: &[f32], t: usize, y: &mut [f32], ctx: &mut ForwardContext) {
+        match self {
+            Projection::Panel(p, _) if t <= ctx.panel_max_rows => p.forward(x, t, y, ctx.simd),
+            Projection::Panel(_, full) => full.forward(x, t, y, ctx),
+            Projection::F32 { weight, bias, n, k } => {
+                kernels::linear(x, t, *k, weight, bias.as_deref(), *n, y, ctx.parallelism)
+            }
+            Projection::Int8(q) => q.forward(x, t, y, &mut ctx.scratch, ctx.vnni),
+        }
+    }
+}
+
+/// Per-call state of a forward pass.
+struct ForwardContext {
+    parallelism: Parallelism,
+    simd: SimdLevel,
+    /// Batches up to this many tokens use the panel kernel; larger ones `gemm`.
+    panel_max_rows: usize,
+    scratch: int8::QuantScratch,
+    vnni: bool,
 }
 
 struct Layer {
     /// Q, K and V stacked into one `[3·hidden × hidden]` projection, so one GEMM computes all three.
-    qkv_weight: Vec<f32>,
-    qkv_bias: Vec<f32>,
-    attention_output: Linear,
+    qkv: Projection,
+    attention_output: Projection,
     attention_norm: LayerNorm,
-    intermediate: Linear,
-    output: Linear,
+    intermediate: Projection,
+    output: Projection,
     output_norm: LayerNorm,
 }
 
@@ -76,6 +160,9 @@ pub struct CpuBackend {
     relative_attention_bias: Option<Vec<f32>>,
     pool: rayon::ThreadPool,
     threads: usize,
+    simd: SimdLevel,
+    compute: Compute,
+    vnni: bool,
 }
 
 impl CpuBackend {
@@ -112,16 +199,18 @@ impl CpuBackend {
                     }
                 }
                 Layer {
-                    qkv_weight,
-                    qkv_bias,
-                    attention_output: l.attention_output,
+                    qkv: Projection::new(qkv_weight, Some(qkv_bias), 3 * h, h, options.compute),
+                    attention_output: Projection::from_linear(l.attention_output, options.compute),
                     attention_norm: l.attention_norm,
-                    intermediate: l.intermediate,
-                    output: l.output,
+                    intermediate: Projection::from_linear(l.intermediate, options.compute),
+                    output: Projection::from_linear(l.output, options.compute),
                     output_norm: l.output_norm,
                 }
             })
             .collect();
+        let simd = options
+            .simd
+            .map_or_else(SimdLevel::detect, SimdLevel::capped);
         Ok(Self {
             config: config.clone(),
             word_embeddings: weights.word_embeddings.data,
@@ -132,7 +221,16 @@ impl CpuBackend {
             relative_attention_bias: weights.relative_attention_bias.map(|t| t.data),
             pool,
             threads,
+            simd,
+            compute: options.compute,
+            // VNNI is an AVX-512 extension: a level capped below AVX-512 must not use it either.
+            vnni: int8::vnni_supported() && simd == SimdLevel::Avx512,
         })
+    }
+
+    /// The instruction set the element-wise kernels run with.
+    pub fn simd_level(&self) -> SimdLevel {
+        self.simd
     }
 
     /// Worker threads in use.
@@ -209,7 +307,16 @@ impl CpuBackend {
         }
         let cfg = &self.config;
         let (h, inter) = (cfg.hidden_size, cfg.intermediate_size);
-        let par = self.parallelism();
+        let mut fctx = ForwardContext {
+            parallelism: self.parallelism(),
+            simd: self.simd,
+            panel_max_rows: std::env::var("EMBEDKIT_PANEL_MAX_ROWS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(64),
+            scratch: int8::QuantScratch::default(),
+            vnni: self.vnni,
+        };
         let mut x = self.embed_tokens(batch)?;
         let rel_bias = match (
             &self.relative_attention_bias,
@@ -231,19 +338,20 @@ impl CpuBackend {
         let mut attn_out = vec![0.0f32; total * h];
         let mut ff = vec![0.0f32; total * inter];
         for layer in &self.layers {
-            kernels::linear(
-                &x,
-                total,
-                h,
-                &layer.qkv_weight,
-                Some(&layer.qkv_bias),
-                3 * h,
-                &mut qkv,
-                par,
+            layer.qkv.forward(&x, total, &mut qkv, &mut fctx);
+            attention::attend(
+                &qkv,
+                batch.seq_lens,
+                cfg,
+                rel_bias.as_ref(),
+                &mut ctx,
+                self.simd,
             );
-            attention::attend(&qkv, batch.seq_lens, cfg, rel_bias.as_ref(), &mut ctx);
-            linear_layer(&ctx, total, &layer.attention_output, &mut attn_out, par);
+            layer
+                .attention_output
+                .forward(&ctx, total, &mut attn_out, &mut fctx);
             kernels::add_layer_norm_parallel(
+                self.simd,
                 &mut attn_out,
                 &x,
                 &layer.attention_norm.weight.data,
@@ -251,10 +359,11 @@ impl CpuBackend {
                 cfg.layer_norm_eps,
             );
             std::mem::swap(&mut x, &mut attn_out);
-            linear_layer(&x, total, &layer.intermediate, &mut ff, par);
-            kernels::activate(&mut ff, cfg.activation);
-            linear_layer(&ff, total, &layer.output, &mut attn_out, par);
+            layer.intermediate.forward(&x, total, &mut ff, &mut fctx);
+            kernels::activate(self.simd, &mut ff, cfg.activation);
+            layer.output.forward(&ff, total, &mut attn_out, &mut fctx);
             kernels::add_layer_norm_parallel(
+                self.simd,
                 &mut attn_out,
                 &x,
                 &layer.output_norm.weight.data,
@@ -267,24 +376,12 @@ impl CpuBackend {
     }
 }
 
-fn linear_layer(x: &[f32], t: usize, lin: &Linear, y: &mut [f32], par: Parallelism) {
-    let (n, k) = (lin.weight.shape[0], lin.weight.shape[1]);
-    kernels::linear(
-        x,
-        t,
-        k,
-        &lin.weight.data,
-        lin.bias.as_ref().map(|b| &b.data[..]),
-        n,
-        y,
-        par,
-    );
-}
-
 impl Backend for CpuBackend {
     fn name(&self) -> &str {
-        match self.config.architecture {
-            Architecture::Bert | Architecture::XlmRoberta | Architecture::MPNet => "cpu-f32",
+        match self.compute {
+            Compute::F32 => "cpu-f32",
+            Compute::Int8 if self.vnni => "cpu-int8-vnni",
+            Compute::Int8 => "cpu-int8",
         }
     }
 

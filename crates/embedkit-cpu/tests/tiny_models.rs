@@ -303,3 +303,39 @@ fn truncate_dim_out_of_range_is_rejected() {
         );
     }
 }
+
+/// Every instruction-set level the element-wise kernels can run at gives the same vectors, so a machine without
+/// AVX-512 (or without AVX2) computes what this one does.
+#[test]
+fn every_simd_level_matches_sentence_transformers() {
+    use embedkit_cpu::{CpuOptions, SimdLevel};
+    let exp = expected();
+    let texts = strings(&exp["texts"]);
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    for level in [SimdLevel::Baseline, SimdLevel::Avx2, SimdLevel::Avx512] {
+        if SimdLevel::capped(level) != level {
+            eprintln!("{level:?} is not supported here; skipping it");
+            continue;
+        }
+        for name in ["bert-mean", "mpnet-mean", "xlmr-mean", "bert-dense"] {
+            let model = load_dir_with(
+                &fixtures().join("tiny").join(name),
+                CpuOptions {
+                    threads: Some(2),
+                    simd: Some(level),
+                    ..Default::default()
+                },
+            );
+            let got = model.embed(&refs, &EncodeOptions::default()).unwrap();
+            let rows: Vec<&[f32]> = got.iter().collect();
+            assert_rows_match(
+                &format!("{name} at {level:?}"),
+                &texts,
+                &rows,
+                &matrix(&exp["models"][name]["embeddings"]),
+                0.9999,
+                1e-4,
+            );
+        }
+    }
+}

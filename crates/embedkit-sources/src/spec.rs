@@ -140,10 +140,10 @@ fn expand_tilde(spec: &str) -> PathBuf {
         if let Some(h) = home() {
             return h;
         }
-    } else if let Some(rest) = spec.strip_prefix("~/").or_else(|| spec.strip_prefix("~\\")) {
-        if let Some(h) = home() {
-            return h.join(rest);
-        }
+    } else if let Some(rest) = spec.strip_prefix("~/").or_else(|| spec.strip_prefix("~\\"))
+        && let Some(h) = home()
+    {
+        return h.join(rest);
     }
     PathBuf::from(spec)
 }

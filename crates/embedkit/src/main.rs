@@ -6,7 +6,7 @@ mod output;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use embedkit_core::{Embedder, Embeddings, EncodeOptions, Metric, similarity_matrix, top_k};
-use embedkit_cpu::{CpuBackend, CpuOptions};
+use embedkit_cpu::{Compute, CpuBackend, CpuOptions};
 use embedkit_model::{Backend, LocalEmbedder};
 use embedkit_sources::SourceConfig;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -80,6 +80,9 @@ struct ModelArgs {
     /// Worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// Linear-layer arithmetic: f32 (exact) or int8 (dynamically quantized, faster; cosine ≥ 0.99 to f32).
+    #[arg(long, default_value = "f32")]
+    compute: Compute,
 }
 
 #[derive(Args, Clone)]
@@ -193,6 +196,9 @@ struct BenchArgs {
     /// Worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// Linear-layer arithmetic: f32 or int8.
+    #[arg(long, default_value = "f32")]
+    compute: Compute,
     /// Corpus, one text per line (default: the built-in 2,000 news sentences).
     #[arg(long, short, value_name = "FILE")]
     input: Option<String>,
@@ -245,6 +251,8 @@ fn load_model(args: &ModelArgs, quiet: bool) -> Result<LocalEmbedder> {
     let dir = embedkit_sources::resolve(&args.model, &source_config(quiet))?;
     let options = CpuOptions {
         threads: args.threads,
+        compute: args.compute,
+        ..Default::default()
     };
     if args.threads == Some(0) {
         bail!("--threads must be at least 1");
@@ -284,6 +292,7 @@ fn models(command: ModelsCommand, quiet: bool) -> Result<()> {
                 &ModelArgs {
                     model,
                     threads: Some(1),
+                    compute: Compute::F32,
                 },
                 quiet,
             )?;
@@ -581,6 +590,7 @@ fn bench(args: BenchArgs, quiet: bool) -> Result<()> {
             &ModelArgs {
                 model: spec.clone(),
                 threads: args.threads,
+                compute: args.compute,
             },
             quiet,
         )?;

@@ -41,11 +41,19 @@ pub fn strings(v: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
-/// Loads a model folder on the CPU backend with `threads` threads (and a forced SIMD level, if given).
+/// Loads a model folder on the CPU backend with `threads` threads.
 pub fn load_dir(dir: &std::path::Path, threads: usize) -> LocalEmbedder {
-    let options = CpuOptions {
-        threads: Some(threads),
-    };
+    load_dir_with(
+        dir,
+        CpuOptions {
+            threads: Some(threads),
+            ..Default::default()
+        },
+    )
+}
+
+/// Loads a model folder on the CPU backend with explicit options.
+pub fn load_dir_with(dir: &std::path::Path, options: CpuOptions) -> LocalEmbedder {
     LocalEmbedder::load(&dir.display().to_string(), dir, |cfg, w| {
         Ok(Box::new(CpuBackend::new(cfg, w, &options)?) as Box<dyn Backend>)
     })

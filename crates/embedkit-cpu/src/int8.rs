@@ -1,0 +1,343 @@
+//! Dynamically quantized linear layers: int8 weights (per output channel, packed once at load) times int8
+//! activations (per token row, quantized on the fly), accumulated in i32.
+//!
+//! Activations are quantized asymmetrically per row to u8 (`x ≈ min + step·u`, u ∈ 0..=255), which uses all
+//! 8 bits on skewed rows such as GELU outputs and is what `vpdpbusd` (AVX-512 VNNI: 64 u8×i8 products per
+//! instruction) multiplies natively: `Σ x·w ≈ step·Σ u·q + min·Σ q`, both scaled by the weight's scale.
+//! Without VNNI the same packed data runs through a portable loop.
+
+use rayon::prelude::*;
+
+/// Outputs per packed block: one 512-bit register of i32 accumulators.
+const BLOCK: usize = 16;
+
+/// A linear layer `y = x·Wᵀ + b` with W quantized to int8.
+pub(crate) struct QuantizedLinear {
+    n: usize,
+    k: usize,
+    /// `k` rounded up to a multiple of 4 (one `vpdpbusd` lane takes 4 bytes).
+    k_pad: usize,
+    /// `[n_blocks][k_pad / 4][BLOCK][4]` int8 weights; rows past `n` and columns past `k` are zero.
+    packed: Vec<i8>,
+    /// Per-output dequantization scale.
+    scale: Vec<f32>,
+    /// `Σ_k q[n][k]`, which multiplies each row's `min`.
+    weight_sums: Vec<f32>,
+    bias: Vec<f32>,
+}
+
+impl QuantizedLinear {
+    /// Quantizes `weight` (`[n × k]`, PyTorch layout) symmetrically per output row.
+    pub(crate) fn new(weight: &[f32], bias: Option<&[f32]>, n: usize, k: usize) -> Self {
+        let k_pad = k.div_ceil(4) * 4;
+        let blocks = n.div_ceil(BLOCK);
+        let mut packed = vec![0i8; blocks * k_pad * BLOCK];
+        let mut scale = vec![0.0f32; n];
+        let mut weight_sums = vec![0.0f32; n];
+        for row in 0..n {
+            let w = &weight[row * k..(row + 1) * k];
+            let max = w.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let s = if max > 0.0 { max / 127.0 } else { 1.0 };
+            scale[row] = s;
+            let (b, lane) = (row / BLOCK, row % BLOCK);
+            let mut sum = 0i32;
+            for (col, &v) in w.iter().enumerate() {
+                let q = (v / s).round().clamp(-127.0, 127.0) as i8;
+                sum += q as i32;
+                packed[((b * (k_pad / 4) + col / 4) * BLOCK + lane) * 4 + col % 4] = q;
+            }
+            weight_sums[row] = sum as f32;
+        }
+        Self {
+            n,
+            k,
+            k_pad,
+            packed,
+            scale,
+            weight_sums,
+            bias: bias.map_or_else(|| vec![0.0; n], <[f32]>::to_vec),
+        }
+    }
+
+    /// `y[m × n] = x[m × k]·Wᵀ + b`. `scratch` holds the quantized activations between calls.
+    pub(crate) fn forward(
+        &self,
+        x: &[f32],
+        m: usize,
+        y: &mut [f32],
+        scratch: &mut QuantScratch,
+        vnni: bool,
+    ) {
+        debug_assert_eq!(x.len(), m * self.k);
+        debug_assert_eq!(y.len(), m * self.n);
+        scratch.quantize(x, m, self.k, self.k_pad);
+        let out = OutPtr(y.as_mut_ptr());
+        let blocks = self.n.div_ceil(BLOCK);
+        // Two blocks (32 outputs) per task: the task's weights (≤ 48 KiB for k = 1536) stay in L1/L2 while it
+        // walks every row.
+        (0..blocks.div_ceil(2)).into_par_iter().for_each(|pair| {
+            let first = pair * 2;
+            let count = (blocks - first).min(2);
+            #[cfg(target_arch = "x86_64")]
+            if vnni {
+                // SAFETY: `vnni` is true only when the CPU reports avx512f/bw/vnni (see `vnni_supported`); the
+                // kernel writes only rows < m and columns of blocks first..first+count, < n, of `y`.
+                unsafe { vnni::block_pair(self, scratch, m, first, count, out) };
+                return;
+            }
+            let _ = vnni;
+            portable_block_pair(self, scratch, m, first, count, out);
+        });
+    }
+}
+
+/// Whether the AVX-512 VNNI kernel can run here.
+pub(crate) fn vnni_supported() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vnni")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Quantized activations: u8 codes, `k_pad` per row (padding is 0, against zero weights), and each row's
+/// `step` and `min`.
+#[derive(Default)]
+pub(crate) struct QuantScratch {
+    bytes: Vec<u8>,
+    scale: Vec<f32>,
+    min: Vec<f32>,
+    k_pad: usize,
+}
+
+impl QuantScratch {
+    fn quantize(&mut self, x: &[f32], m: usize, k: usize, k_pad: usize) {
+        self.k_pad = k_pad;
+        self.bytes.clear();
+        self.bytes.resize(m * k_pad, 0);
+        self.scale.clear();
+        self.scale.resize(m, 1.0);
+        self.min.clear();
+        self.min.resize(m, 0.0);
+        self.bytes
+            .par_chunks_mut(k_pad)
+            .zip(self.scale.par_iter_mut().zip(self.min.par_iter_mut()))
+            .zip(x.par_chunks(k))
+            .for_each(|((dst, (s, lo)), row)| quantize_row(row, dst, s, lo));
+    }
+}
+
+fn quantize_row(row: &[f32], dst: &mut [u8], step: &mut f32, min: &mut f32) {
+    let mut lo = [f32::INFINITY; 16];
+    let mut hi = [f32::NEG_INFINITY; 16];
+    for (i, &v) in row.iter().enumerate() {
+        lo[i % 16] = lo[i % 16].min(v);
+        hi[i % 16] = hi[i % 16].max(v);
+    }
+    let lo = lo.iter().copied().fold(f32::INFINITY, f32::min);
+    let hi = hi.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let s = if hi > lo { (hi - lo) / 255.0 } else { 1.0 };
+    *step = s;
+    *min = lo;
+    let inv = 1.0 / s;
+    // Rounding by adding and subtracting 1.5·2²³ avoids a roundf call per element.
+    const ROUND: f32 = 12_582_912.0;
+    for (d, v) in dst.iter_mut().zip(row) {
+        *d = (((v - lo) * inv + ROUND) - ROUND).clamp(0.0, 255.0) as u8;
+    }
+}
+
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: parallel tasks write disjoint column blocks of the output.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    /// Through a method so closures capture the whole wrapper, not its raw-pointer field.
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// The same arithmetic as the VNNI kernel in portable Rust, for CPUs without it.
+fn portable_block_pair(
+    l: &QuantizedLinear,
+    a: &QuantScratch,
+    m: usize,
+    first: usize,
+    count: usize,
+    out: OutPtr,
+) {
+    let k4 = l.k_pad / 4;
+    for b in first..first + count {
+        let w = &l.packed[b * k4 * BLOCK * 4..(b + 1) * k4 * BLOCK * 4];
+        for r in 0..m {
+            let row = &a.bytes[r * l.k_pad..(r + 1) * l.k_pad];
+            let mut acc = [0i32; BLOCK];
+            for kk in 0..k4 {
+                let av = &row[kk * 4..kk * 4 + 4];
+                let wv = &w[kk * BLOCK * 4..(kk + 1) * BLOCK * 4];
+                for (lane, acc_lane) in acc.iter_mut().enumerate() {
+                    for t in 0..4 {
+                        *acc_lane += av[t] as i32 * wv[lane * 4 + t] as i32;
+                    }
+                }
+            }
+            for (lane, &v) in acc.iter().enumerate() {
+                let col = b * BLOCK + lane;
+                if col < l.n {
+                    // The same operations in the same order as the VNNI kernel, so both agree bit for bit.
+                    let t = (v as f32).mul_add(a.scale[r], a.min[r] * l.weight_sums[col]);
+                    let y = t.mul_add(l.scale[col], l.bias[col]);
+                    // SAFETY: r < m and col < n, so the index is inside the m × n output this task owns
+                    // columns of.
+                    unsafe { *out.get().add(r * l.n + col) = y };
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod vnni {
+    use super::{BLOCK, OutPtr, QuantScratch, QuantizedLinear};
+    use std::arch::x86_64::*;
+
+    /// Rows per register tile: 4 rows × 2 blocks = 8 accumulators, plus 2 weight registers.
+    const ROWS: usize = 4;
+
+    /// Computes output columns of blocks `first..first+count` (count ≤ 2) for all `m` rows.
+    ///
+    /// # Safety
+    /// The CPU must support avx512f, avx512bw and avx512vnni; `out` must point to an `m × l.n` buffer.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub(super) unsafe fn block_pair(
+        l: &QuantizedLinear,
+        a: &QuantScratch,
+        m: usize,
+        first: usize,
+        count: usize,
+        out: OutPtr,
+    ) {
+        let k4 = l.k_pad / 4;
+        let w0 = l.packed[first * k4 * BLOCK * 4..].as_ptr();
+        let w1 = if count > 1 {
+            l.packed[(first + 1) * k4 * BLOCK * 4..].as_ptr()
+        } else {
+            w0
+        };
+        let mut r = 0;
+        while r < m {
+            let rows = (m - r).min(ROWS);
+            let mut acc = [[_mm512_setzero_si512(); 2]; ROWS];
+            let row_ptr: [*const u8; ROWS] =
+                std::array::from_fn(|i| a.bytes[(r + i.min(rows - 1)) * l.k_pad..].as_ptr());
+            for kk in 0..k4 {
+                // SAFETY: kk < k4, so 64 bytes at kk·64 lie inside each block's k4·64 packed bytes, and 4 bytes
+                // at kk·4 inside each row's k_pad bytes.
+                unsafe {
+                    let b0 = _mm512_loadu_si512(w0.add(kk * 64) as *const _);
+                    let b1 = _mm512_loadu_si512(w1.add(kk * 64) as *const _);
+                    for i in 0..ROWS {
+                        let av = _mm512_set1_epi32(
+                            (row_ptr[i].add(kk * 4) as *const i32).read_unaligned(),
+                        );
+                        acc[i][0] = _mm512_dpbusd_epi32(acc[i][0], av, b0);
+                        acc[i][1] = _mm512_dpbusd_epi32(acc[i][1], av, b1);
+                    }
+                }
+            }
+            for (j, block) in (first..first + count).enumerate() {
+                let col0 = block * BLOCK;
+                let valid = (l.n - col0).min(BLOCK);
+                let mask: __mmask16 = if valid == BLOCK {
+                    0xffff
+                } else {
+                    (1u16 << valid) - 1
+                };
+                // SAFETY: masked loads/stores touch only columns col0..col0+valid < n of rows r+i < m.
+                unsafe {
+                    let sums = _mm512_maskz_loadu_ps(mask, l.weight_sums.as_ptr().add(col0));
+                    let wscale = _mm512_maskz_loadu_ps(mask, l.scale.as_ptr().add(col0));
+                    let bias = _mm512_maskz_loadu_ps(mask, l.bias.as_ptr().add(col0));
+                    for (i, acc_row) in acc.iter().enumerate().take(rows) {
+                        let v = _mm512_cvtepi32_ps(acc_row[j]);
+                        let offset = _mm512_mul_ps(_mm512_set1_ps(a.min[r + i]), sums);
+                        let t = _mm512_fmadd_ps(v, _mm512_set1_ps(a.scale[r + i]), offset);
+                        let y = _mm512_fmadd_ps(t, wscale, bias);
+                        _mm512_mask_storeu_ps(out.get().add((r + i) * l.n + col0), mask, y);
+                    }
+                }
+            }
+            r += rows;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reference(x: &[f32], w: &[f32], b: &[f32], m: usize, n: usize, k: usize) -> Vec<f32> {
+        let mut y = vec![0.0; m * n];
+        for r in 0..m {
+            for c in 0..n {
+                y[r * n + c] = (0..k).map(|i| x[r * k + i] * w[c * k + i]).sum::<f32>() + b[c];
+            }
+        }
+        y
+    }
+
+    fn check(m: usize, n: usize, k: usize, vnni: bool) {
+        let x: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * 3.0)
+            .collect();
+        let w: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 104_729 % 997) as f32 / 498.5 - 1.0) * 0.2)
+            .collect();
+        let b: Vec<f32> = (0..n).map(|i| i as f32 * 0.01).collect();
+        let q = QuantizedLinear::new(&w, Some(&b), n, k);
+        let mut y = vec![0.0; m * n];
+        q.forward(&x, m, &mut y, &mut QuantScratch::default(), vnni);
+        let want = reference(&x, &w, &b, m, n, k);
+        // int8 error: relative to the output's scale, well under 2%.
+        let max = want.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+        for (i, (g, r)) in y.iter().zip(&want).enumerate() {
+            assert!(
+                (g - r).abs() <= 0.02 * max,
+                "m{m} n{n} k{k} vnni {vnni}: y[{i}] = {g}, want {r}"
+            );
+        }
+    }
+
+    #[test]
+    fn portable_matches_float_reference() {
+        for (m, n, k) in [(1, 16, 4), (5, 37, 30), (9, 64, 384)] {
+            check(m, n, k, false);
+        }
+    }
+
+    #[test]
+    fn vnni_equals_portable_exactly() {
+        if !vnni_supported() {
+            eprintln!("no AVX-512 VNNI here; the portable path is what runs");
+            return;
+        }
+        for (m, n, k) in [(1, 16, 4), (5, 37, 30), (9, 64, 384), (13, 48, 1536)] {
+            check(m, n, k, true);
+            let x: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
+            let w: Vec<f32> = (0..n * k).map(|i| (i as f32 * 0.11).cos()).collect();
+            let q = QuantizedLinear::new(&w, None, n, k);
+            let (mut a, mut b) = (vec![0.0; m * n], vec![0.0; m * n]);
+            q.forward(&x, m, &mut a, &mut QuantScratch::default(), true);
+            q.forward(&x, m, &mut b, &mut QuantScratch::default(), false);
+            assert_eq!(a, b, "integer arithmetic must agree bit for bit");
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! Run-time choice of the instruction set for the element-wise kernels.
+//!
+//! The crate is compiled for the baseline target (x86-64: SSE2), so one binary runs everywhere. Hot loops are
+//! written once as plain Rust and compiled again inside `#[target_feature]` wrappers (see [`multiversion!`]);
+//! the wrapper matching the CPU is picked at run time. `EMBEDKIT_SIMD=scalar|avx2|avx512` caps the level, so
+//! tests run the AVX2 and baseline paths on an AVX-512 machine.
+
+/// The instruction set the element-wise kernels use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SimdLevel {
+    /// The compile target's baseline (SSE2 on x86-64, NEON on aarch64).
+    Baseline,
+    /// x86-64 AVX2 + FMA.
+    Avx2,
+    /// x86-64 AVX-512 (F, BW, DQ, VL) + FMA.
+    Avx512,
+}
+
+impl SimdLevel {
+    /// The best level this CPU supports.
+    pub fn supported() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+                && std::arch::is_x86_feature_detected!("avx512dq")
+                && std::arch::is_x86_feature_detected!("avx512vl")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                return SimdLevel::Avx512;
+            }
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                return SimdLevel::Avx2;
+            }
+        }
+        SimdLevel::Baseline
+    }
+
+    /// The supported level, capped by `EMBEDKIT_SIMD` when set (`scalar`/`baseline`, `avx2`, `avx512`).
+    pub fn detect() -> Self {
+        let best = Self::supported();
+        match std::env::var("EMBEDKIT_SIMD").ok().as_deref() {
+            Some("scalar") | Some("baseline") => SimdLevel::Baseline,
+            Some("avx2") => best.min(SimdLevel::Avx2),
+            _ => best,
+        }
+    }
+
+    /// Caps `requested` at what the CPU supports, so a caller can never select instructions it lacks.
+    pub fn capped(requested: SimdLevel) -> Self {
+        requested.min(Self::supported())
+    }
+}
+
+/// Multiply-add for kernel bodies generic over whether the level has FMA: Rust never contracts `a * b + c`
+/// into an FMA by itself, and `mul_add` without hardware FMA is a slow libm call.
+pub(crate) trait MulAdd {
+    /// `a · b + c`.
+    fn mul_add(a: f32, b: f32, c: f32) -> f32;
+}
+
+/// Fused multiply-add (levels with FMA).
+pub(crate) struct Fused;
+/// Separate multiply and add (baseline).
+pub(crate) struct Unfused;
+
+impl MulAdd for Fused {
+    #[inline(always)]
+    fn mul_add(a: f32, b: f32, c: f32) -> f32 {
+        a.mul_add(b, c)
+    }
+}
+
+impl MulAdd for Unfused {
+    #[inline(always)]
+    fn mul_add(a: f32, b: f32, c: f32) -> f32 {
+        a * b + c
+    }
+}
+
+/// Defines `pub(crate) fn $name(level: SimdLevel, args…)` that runs `$body_fn(args…)` compiled for the chosen
+/// level. `$body_fn` must be `#[inline(always)]` so its loops are vectorized inside each wrapper. With
+/// `=> fma $body_fn`, the body is generic over [`MulAdd`] and gets [`Fused`] on AVX2/AVX-512.
+macro_rules! multiversion {
+    ($name:ident($($arg:ident : $ty:ty),* $(,)?) => fma $body_fn:ident) => {
+        pub(crate) fn $name(level: $crate::simd::SimdLevel, $($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+                unsafe fn avx512($($arg: $ty),*) {
+                    $body_fn::<$crate::simd::Fused>($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($arg: $ty),*) {
+                    $body_fn::<$crate::simd::Fused>($($arg),*)
+                }
+                match level {
+                    // SAFETY: a SimdLevel above Baseline only comes from SimdLevel::supported()/capped(), i.e.
+                    // the CPU has these features.
+                    $crate::simd::SimdLevel::Avx512 => return unsafe { avx512($($arg),*) },
+                    // SAFETY: as above.
+                    $crate::simd::SimdLevel::Avx2 => return unsafe { avx2($($arg),*) },
+                    $crate::simd::SimdLevel::Baseline => {}
+                }
+            }
+            let _ = level;
+            $body_fn::<$crate::simd::Unfused>($($arg),*)
+        }
+    };
+    ($name:ident($($arg:ident : $ty:ty),* $(,)?) => $body_fn:path) => {
+        pub(crate) fn $name(level: $crate::simd::SimdLevel, $($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+                unsafe fn avx512($($arg: $ty),*) {
+                    $body_fn($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($arg: $ty),*) {
+                    $body_fn($($arg),*)
+                }
+                match level {
+                    // SAFETY: a SimdLevel above Baseline only comes from SimdLevel::supported()/capped(), i.e.
+                    // the CPU has these features.
+                    $crate::simd::SimdLevel::Avx512 => return unsafe { avx512($($arg),*) },
+                    // SAFETY: as above.
+                    $crate::simd::SimdLevel::Avx2 => return unsafe { avx2($($arg),*) },
+                    $crate::simd::SimdLevel::Baseline => {}
+                }
+            }
+            let _ = level;
+            $body_fn($($arg),*)
+        }
+    };
+}
+
+pub(crate) use multiversion;
