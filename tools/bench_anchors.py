@@ -55,9 +55,20 @@ def export_onnx(folder, out_path):
     tok = AutoTokenizer.from_pretrained(folder)
     enc = tok(["a sample sentence", "another one, longer than the first"], padding=True, return_tensors="pt")
     names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in enc]
+
+    class ByName(torch.nn.Module):
+        """Calls the model with keyword arguments: transformers' positional order differs between versions."""
+
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *tensors):
+            return self.inner(**dict(zip(names, tensors))).last_hidden_state
+
     tmp = out_path + ".tmp"
     with torch.no_grad():
-        torch.onnx.export(model, tuple(enc[n] for n in names), tmp, input_names=names,
+        torch.onnx.export(ByName(model), tuple(enc[n] for n in names), tmp, input_names=names,
                           output_names=["last_hidden_state"],
                           dynamic_axes={**{n: {0: "batch", 1: "seq"} for n in names},
                                         "last_hidden_state": {0: "batch", 1: "seq"}},
