@@ -1,5 +1,6 @@
 //! The `embedkit` command: wires the crates into subcommands. All logic lives in the library crates.
 
+mod cache_cli;
 mod input;
 mod output;
 
@@ -51,6 +52,11 @@ enum Command {
     Similarity(SimilarityArgs),
     /// Measure speed: throughput, single-text latency, load time, memory, and cost by length and batch size.
     Bench(BenchArgs),
+    /// Inspect and maintain the vector cache: hits, misses, entries, bytes; clear; prune.
+    Cache {
+        #[command(subcommand)]
+        command: cache_cli::CacheCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -135,6 +141,8 @@ struct EmbedArgs {
     model: ModelArgs,
     #[command(flatten)]
     encode: EncodeArgs,
+    #[command(flatten)]
+    cache: cache_cli::CacheArgs,
     /// Texts to embed (or use --input).
     texts: Vec<String>,
     /// A file of texts: .txt (one per line) or .jsonl; `-` reads stdin.
@@ -238,6 +246,11 @@ fn run(cli: Cli) -> Result<()> {
         Command::Embed(args) => embed(args, quiet),
         Command::Similarity(args) => similarity(args, quiet),
         Command::Bench(args) => bench(args, quiet),
+        Command::Cache { command } => cache_cli::cache_command(
+            command,
+            &source_config(quiet).home,
+            &mut std::io::stdout().lock(),
+        ),
     }
 }
 
@@ -391,11 +404,13 @@ fn embed(args: EmbedArgs, quiet: bool) -> Result<()> {
         bail!("--tokens writes JSONL or JSON only (token counts differ per text)");
     }
     let model = load_model(&args.model, quiet)?;
+    let cache = args.cache.open(&source_config(quiet).home)?;
+    let model = cache_cli::with_cache(model, cache);
     let options = args.encode.options();
     let bar = progress(texts.len(), quiet);
     let sink = Sink::open(args.output.as_deref())?;
     if args.tokens {
-        return embed_tokens(&model, &texts, &options, sink, args.format, &bar);
+        return embed_tokens(&*model, &texts, &options, sink, args.format, &bar);
     }
     let dims = options.truncate_dim.unwrap_or(model.dims());
     let mut writer = VectorWriter::begin(sink, args.format, model.name(), texts.len(), dims)?;
@@ -410,7 +425,7 @@ fn embed(args: EmbedArgs, quiet: bool) -> Result<()> {
 }
 
 fn embed_tokens(
-    model: &LocalEmbedder,
+    model: &dyn Embedder,
     texts: &[String],
     options: &EncodeOptions,
     mut sink: Sink,
