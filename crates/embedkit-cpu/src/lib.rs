@@ -385,6 +385,14 @@ impl Backend for CpuBackend {
         }
     }
 
+    fn fingerprint(&self) -> String {
+        // The VNNI and portable int8 paths compute identical integers, so they share one fingerprint.
+        match self.compute {
+            Compute::F32 => "cpu-f32".into(),
+            Compute::Int8 => "cpu-int8".into(),
+        }
+    }
+
     fn forward(&self, batch: &TokenBatch<'_>) -> Result<Vec<f32>, BackendError> {
         self.pool
             .install(|| self.run(batch))

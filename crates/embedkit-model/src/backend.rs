@@ -19,6 +19,12 @@ pub trait Backend: Send + Sync {
     /// A short name for reports (e.g. `cpu-f32`).
     fn name(&self) -> &str;
 
+    /// Identifies the backend's arithmetic, for [`Embedder::fingerprint`](embedkit_core::Embedder::fingerprint):
+    /// two backends with equal fingerprints give the same vectors to float noise (e.g. `cpu-f32`, `cpu-int8`).
+    fn fingerprint(&self) -> String {
+        self.name().to_string()
+    }
+
     /// The last hidden state of every token, `input_ids.len() × hidden_size`, row-major, in the batch's order.
     fn forward(&self, batch: &TokenBatch<'_>) -> Result<Vec<f32>, BackendError>;
 }

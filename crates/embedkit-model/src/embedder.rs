@@ -106,7 +106,13 @@ impl LocalEmbedder {
             check_dense_input(step, &layout, &config)?;
         }
         let backend = make_backend(&config, weights).map_err(ModelError::Backend)?;
-        let fingerprint = fingerprint_folder(dir, tokenizer.max_length())?;
+        // The backend's arithmetic is part of the fingerprint: int8 vectors must never be served from a cache
+        // (or searched in an index) as if they were the f32 ones.
+        let fingerprint = format!(
+            "{}+{}",
+            fingerprint_folder(dir, tokenizer.max_length())?,
+            backend.fingerprint()
+        );
         Ok(Self {
             fingerprint,
             name: name.to_string(),

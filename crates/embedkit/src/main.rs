@@ -3,6 +3,7 @@
 mod cache_cli;
 mod input;
 mod output;
+mod vectors_cli;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
@@ -52,6 +53,15 @@ enum Command {
     Similarity(SimilarityArgs),
     /// Measure speed: throughput, single-text latency, load time, memory, and cost by length and batch size.
     Bench(BenchArgs),
+    /// Convert float32 vectors (.npy) to float16, bfloat16, int8, uint8, binary or ubinary.
+    Quantize(vectors_cli::QuantizeArgs),
+    /// Build vector index files.
+    Index {
+        #[command(subcommand)]
+        command: IndexCommand,
+    },
+    /// Search an index with query texts: exact, int8, or binary with rescoring.
+    Search(SearchCmd),
     /// Inspect and maintain the vector cache: hits, misses, entries, bytes; clear; prune.
     Cache {
         #[command(subcommand)]
@@ -76,6 +86,33 @@ enum ModelsCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum IndexCommand {
+    /// Embed a corpus (.txt, or a BEIR corpus.jsonl) into an index file.
+    Build(IndexBuildCmd),
+}
+
+#[derive(Args)]
+struct IndexBuildCmd {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    encode: EncodeArgs,
+    #[command(flatten)]
+    index: vectors_cli::IndexBuildArgs,
+}
+
+#[derive(Args)]
+struct SearchCmd {
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    #[command(flatten)]
+    encode: EncodeArgs,
+    #[command(flatten)]
+    search: vectors_cli::SearchArgs,
 }
 
 #[derive(Args, Clone)]
@@ -143,6 +180,8 @@ struct EmbedArgs {
     encode: EncodeArgs,
     #[command(flatten)]
     cache: cache_cli::CacheArgs,
+    #[command(flatten)]
+    precision: vectors_cli::PrecisionArgs,
     /// Texts to embed (or use --input).
     texts: Vec<String>,
     /// A file of texts: .txt (one per line) or .jsonl; `-` reads stdin.
@@ -246,6 +285,25 @@ fn run(cli: Cli) -> Result<()> {
         Command::Embed(args) => embed(args, quiet),
         Command::Similarity(args) => similarity(args, quiet),
         Command::Bench(args) => bench(args, quiet),
+        Command::Quantize(args) => vectors_cli::run_quantize(&args, quiet),
+        Command::Index {
+            command: IndexCommand::Build(args),
+        } => {
+            let model = load_model(&args.model, quiet)?;
+            vectors_cli::run_index_build(&args.index, &model, &args.encode.options(), quiet)
+        }
+        Command::Search(args) => {
+            let (model, compute) = vectors_cli::search_model(&args.search)?;
+            let model = load_model(
+                &ModelArgs {
+                    model,
+                    threads: args.threads,
+                    compute,
+                },
+                quiet,
+            )?;
+            vectors_cli::run_search(&args.search, &model, &args.encode.options(), quiet)
+        }
         Command::Cache { command } => cache_cli::cache_command(
             command,
             &source_config(quiet).home,
@@ -407,6 +465,20 @@ fn embed(args: EmbedArgs, quiet: bool) -> Result<()> {
     let cache = args.cache.open(&source_config(quiet).home)?;
     let model = cache_cli::with_cache(model, cache);
     let options = args.encode.options();
+    if args.precision.precision.is_some() {
+        if args.tokens {
+            bail!("--precision applies to sentence vectors, not --tokens");
+        }
+        return vectors_cli::embed_quantized(
+            &*model,
+            &texts,
+            &options,
+            &args.precision,
+            args.format,
+            args.output.as_deref(),
+            quiet,
+        );
+    }
     let bar = progress(texts.len(), quiet);
     let sink = Sink::open(args.output.as_deref())?;
     if args.tokens {

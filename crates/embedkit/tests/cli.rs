@@ -580,3 +580,128 @@ fn real_model_similarity_matches_golden_vectors() {
         }
     }
 }
+
+/// index build → search over loopback-free files: a BEIR-style corpus, f32 and binary with rescoring.
+#[test]
+fn index_build_and_search() {
+    let m = tiny("bert-mean");
+    let m = m.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus.jsonl");
+    let docs = [
+        ("d1", "Kubernetes", "How do I set up a Kubernetes cluster?"),
+        ("d2", "Pizza", "Best pizza recipes in Naples"),
+        ("d3", "Rust", "Rust ownership and borrowing explained"),
+        ("d4", "Zebra", "Zebra ☃ Ωμέγα ∑ quokka ⅞"),
+    ];
+    let mut f = std::fs::File::create(&corpus).unwrap();
+    for (id, title, text) in docs {
+        writeln!(
+            f,
+            "{}",
+            serde_json::json!({"_id": id, "title": title, "text": text})
+        )
+        .unwrap();
+    }
+    drop(f);
+    for precision in ["float32", "binary"] {
+        let idx = dir.path().join(format!("{precision}.idx"));
+        let o = embedkit(&[
+            "index",
+            "build",
+            "-q",
+            "--model",
+            m,
+            "--input",
+            corpus.to_str().unwrap(),
+            "--output",
+            idx.to_str().unwrap(),
+            "--precision",
+            precision,
+        ]);
+        assert!(o.status.success(), "{precision}: {}", stderr(&o));
+        let o = embedkit(&[
+            "search",
+            "-q",
+            "--index",
+            idx.to_str().unwrap(),
+            "--format",
+            "jsonl",
+            "--top-k",
+            "2",
+            "Pizza Best pizza recipes in Naples",
+        ]);
+        assert!(o.status.success(), "{precision}: {}", stderr(&o));
+        let hits: Vec<serde_json::Value> = stdout(&o)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("JSONL"))
+            .collect();
+        assert_eq!(hits.len(), 2, "{precision}");
+        assert_eq!(hits[0]["doc_id"], "d2", "{precision}: {hits:?}");
+        assert_eq!(hits[0]["rank"], 1);
+        // A query embedded with another model is refused by name.
+        let o = embedkit(&[
+            "search",
+            "--index",
+            idx.to_str().unwrap(),
+            "--model",
+            tiny("bert-cls").to_str().unwrap(),
+            "x",
+        ]);
+        assert!(!o.status.success());
+        let err = stderr(&o);
+        assert!(
+            !err.contains("panicked") && err.contains("error: "),
+            "{err}"
+        );
+    }
+    let f32_size = std::fs::metadata(dir.path().join("float32.idx"))
+        .unwrap()
+        .len();
+    assert!(f32_size > 0);
+}
+
+#[test]
+fn embed_precision_ubinary_npy() {
+    let m = tiny("bert-mean");
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("f.npy");
+    let b = dir.path().join("b.npy");
+    let base = [
+        "embed",
+        "-q",
+        "--model",
+        m.to_str().unwrap(),
+        "--format",
+        "npy",
+        "Hello world",
+        "Café naïve",
+    ];
+    let o = embedkit(&[&base[..], &["--output", f.to_str().unwrap()]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = embedkit(
+        &[
+            &base[..],
+            &["--precision", "ubinary", "--output", b.to_str().unwrap()],
+        ]
+        .concat(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let fb = std::fs::read(&f).unwrap();
+    let bb = std::fs::read(&b).unwrap();
+    let fh = u16::from_le_bytes([fb[8], fb[9]]) as usize + 10;
+    let bh = u16::from_le_bytes([bb[8], bb[9]]) as usize + 10;
+    let floats: Vec<f32> = fb[fh..]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    // numpy.packbits(x > 0), big-endian bit order: 32 dims → 4 bytes per vector.
+    let packed = &bb[bh..];
+    assert_eq!(packed.len(), 2 * 4);
+    for (row, chunk) in floats.chunks_exact(32).enumerate() {
+        for (i, v) in chunk.iter().enumerate() {
+            let bit = packed[row * 4 + i / 8] >> (7 - i % 8) & 1;
+            assert_eq!(bit == 1, *v > 0.0, "row {row} dim {i}");
+        }
+    }
+}
