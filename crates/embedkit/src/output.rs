@@ -57,6 +57,15 @@ impl Sink {
                     .into_inner()
                     .map_err(|e| e.into_error())
                     .with_context(|| format!("cannot write '{}'", path.display()))?;
+                // tempfile creates files readable by their owner only; an output file should be as readable as
+                // any file the user creates (rw-r--r--).
+                #[cfg(unix)]
+                {
+                    use std::os::unix::fs::PermissionsExt;
+                    tmp.as_file()
+                        .set_permissions(std::fs::Permissions::from_mode(0o644))
+                        .with_context(|| format!("cannot write '{}'", path.display()))?;
+                }
                 tmp.as_file()
                     .sync_all()
                     .with_context(|| format!("cannot write '{}'", path.display()))?;

@@ -203,6 +203,15 @@ fn every_output_format_carries_the_same_vectors() {
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         .collect();
     assert_eq!(data, want.concat());
+    // As readable as any file the user makes, not the owner-only mode of the temp file it was written through.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&out).unwrap().permissions().mode() & 0o777,
+            0o644
+        );
+    }
     // Only the output file: the temp file it was written through is gone.
     let names: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
