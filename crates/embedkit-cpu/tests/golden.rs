@@ -13,18 +13,7 @@ fn check_model(name: &str) {
     let model = load_catalog(name);
 
     // Token ids equal the Python tokenizer's.
-    let want_ids: Vec<Vec<u32>> = golden["token_ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            r.as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_u64().unwrap() as u32)
-                .collect()
-        })
-        .collect();
+    let want_ids = id_rows(&golden["token_ids"]);
     for (i, t) in texts.iter().enumerate() {
         let got = model
             .embed_tokens(&[t.as_str()], &EncodeOptions::default())

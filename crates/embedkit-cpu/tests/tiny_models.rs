@@ -11,20 +11,6 @@ fn expected() -> serde_json::Value {
     read_json("tiny/expected.json")
 }
 
-fn ids(v: &serde_json::Value) -> Vec<Vec<u32>> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            r.as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_u64().unwrap() as u32)
-                .collect()
-        })
-        .collect()
-}
-
 /// Embeds the fixture texts with `options` and checks them against `want` (direction and magnitude).
 fn check(name: &str, what: &str, options: EncodeOptions, want: &serde_json::Value) {
     let exp = expected();
@@ -62,7 +48,7 @@ fn check_default(name: &str) {
         m["dim"].as_u64().unwrap() as usize,
         "{name}: dims"
     );
-    let want_ids = ids(&m["token_ids"]);
+    let want_ids = id_rows(&m["token_ids"]);
     for (i, t) in texts.iter().enumerate() {
         let got = model
             .embed_tokens(&[t.as_str()], &EncodeOptions::default())

@@ -102,9 +102,7 @@ impl LocalEmbedder {
             .unwrap_or(usize::MAX)
             .min(config.max_tokens());
         let tokenizer = TextTokenizer::load(&tdir, layout.do_lower_case, max_tokens)?;
-        for step in &layout.post_pooling {
-            check_dense_input(step, &layout, &config)?;
-        }
+        check_dense_widths(&layout, &config)?;
         let backend = make_backend(&config, weights).map_err(ModelError::Backend)?;
         // The backend's arithmetic is part of the fingerprint: int8 vectors must never be served from a cache
         // (or searched in an index) as if they were the f32 ones.
@@ -382,12 +380,11 @@ fn apply_linear(linear: &Linear, x: &[f32], act: impl Fn(f32) -> f32) -> Vec<f32
         .collect()
 }
 
-fn check_dense_input(
-    step: &PostPoolingStep,
+/// Each Dense module must accept the width the step before it produces.
+fn check_dense_widths(
     layout: &SentenceTransformerLayout,
     config: &EncoderConfig,
 ) -> Result<(), ModelError> {
-    // Each Dense must accept the width the step before it produces.
     let mut width = layout.pooling.output_dims(config.hidden_size);
     for s in &layout.post_pooling {
         if let PostPoolingStep::Dense { linear, .. } = s {
@@ -399,9 +396,6 @@ fn check_dense_input(
                 });
             }
             width = linear.weight.shape[0];
-        }
-        if std::ptr::eq(s, step) {
-            break;
         }
     }
     Ok(())

@@ -32,6 +32,21 @@ pub fn matrix(v: &serde_json::Value) -> Vec<Vec<f32>> {
         .collect()
 }
 
+/// A JSON array of arrays of token ids.
+pub fn id_rows(v: &serde_json::Value) -> Vec<Vec<u32>> {
+    v.as_array()
+        .expect("fixture ids are an array")
+        .iter()
+        .map(|r| {
+            r.as_array()
+                .expect("fixture id row is an array")
+                .iter()
+                .map(|x| x.as_u64().expect("fixture id is an integer") as u32)
+                .collect()
+        })
+        .collect()
+}
+
 /// A JSON array of strings.
 pub fn strings(v: &serde_json::Value) -> Vec<String> {
     v.as_array()
