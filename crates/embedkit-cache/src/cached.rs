@@ -436,4 +436,9 @@ impl<E: Embedder> Embedder for CachedEmbedder<E> {
     ) -> Result<Vec<TokenEmbeddings>, EmbedError> {
         self.inner.embed_tokens(texts, options)
     }
+
+    /// The inner embedder's usage: what a cache hit saved never reaches it.
+    fn usage(&self) -> Option<embedkit_core::Usage> {
+        self.inner.usage()
+    }
 }

@@ -57,6 +57,18 @@ pub enum EmbedError {
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
+/// Work an embedder has billed or counted since it was created: what API providers charge for, so that bench
+/// and eval reports can put cost next to local compute time.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Usage {
+    /// HTTP requests sent (retries included).
+    pub requests: u64,
+    /// Input tokens as the provider counted them (or estimated, where it does not say).
+    pub input_tokens: u64,
+    /// Cost in US dollars from the provider's price table; `None` where no price is known.
+    pub cost_usd: Option<f64>,
+}
+
 /// Anything that turns texts into vectors: a local model, an API provider, a cache in front of either.
 ///
 /// Implementations return one row per input text, in input order.
@@ -89,6 +101,12 @@ pub trait Embedder: Send + Sync {
             self.name()
         )))
     }
+
+    /// Requests, tokens and cost so far, for embedders that are billed (API providers). Local models return
+    /// `None`.
+    fn usage(&self) -> Option<Usage> {
+        None
+    }
 }
 
 impl<E: Embedder + ?Sized> Embedder for std::sync::Arc<E> {
@@ -110,5 +128,8 @@ impl<E: Embedder + ?Sized> Embedder for std::sync::Arc<E> {
         options: &EncodeOptions,
     ) -> Result<Vec<TokenEmbeddings>, EmbedError> {
         (**self).embed_tokens(texts, options)
+    }
+    fn usage(&self) -> Option<Usage> {
+        (**self).usage()
     }
 }

@@ -15,6 +15,6 @@ mod embedder;
 mod embeddings;
 mod similarity;
 
-pub use embedder::{EmbedError, Embedder, EncodeOptions, TokenEmbeddings};
+pub use embedder::{EmbedError, Embedder, EncodeOptions, TokenEmbeddings, Usage};
 pub use embeddings::{Embeddings, ShapeError, l2_normalize};
 pub use similarity::{Metric, UnknownMetric, similarity_matrix, top_k};
