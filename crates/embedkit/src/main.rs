@@ -1,6 +1,7 @@
 //! The `embedkit` command: wires the crates into subcommands. All logic lives in the library crates.
 
 mod cache_cli;
+mod eval_cli;
 mod input;
 mod output;
 mod vectors_cli;
@@ -63,6 +64,13 @@ enum Command {
     /// Search an index with query texts: exact, int8, or binary with rescoring.
     Search(SearchCmd),
     /// Inspect and maintain the vector cache: hits, misses, entries, bytes; clear; prune.
+    /// Compare models on retrieval (BEIR layout) and similarity tasks: tables, JSON, a report with a plot.
+    Eval(eval_cli::EvalArgs),
+    /// Evaluation data from the package index (gensim's Lee-50, WordSim-353, SimLex-999, analogies).
+    Data {
+        #[command(subcommand)]
+        command: eval_cli::DataCommand,
+    },
     Cache {
         #[command(subcommand)]
         command: cache_cli::CacheCommand,
@@ -304,6 +312,34 @@ fn run(cli: Cli) -> Result<()> {
             )?;
             vectors_cli::run_search(&args.search, &model, &args.encode.options(), quiet)
         }
+        Command::Eval(args) => {
+            let threads = args.threads;
+            // A quarter of the bench corpus: enough for a stable texts/s figure in a report.
+            let corpus: Vec<String> = BENCH_SENTENCES
+                .lines()
+                .take(512)
+                .map(str::to_string)
+                .collect();
+            let long_text: String = BENCH_LONG.lines().take(6).collect::<Vec<_>>().join(" ");
+            eval_cli::run_eval(
+                args,
+                &source_config(quiet),
+                quiet,
+                &|model, compute| {
+                    load_model(
+                        &ModelArgs {
+                            model: model.to_string(),
+                            threads,
+                            compute,
+                        },
+                        quiet,
+                    )
+                },
+                &corpus,
+                &long_text,
+            )
+        }
+        Command::Data { command } => eval_cli::run_data(command, &source_config(quiet)),
         Command::Cache { command } => cache_cli::cache_command(
             command,
             &source_config(quiet).home,
