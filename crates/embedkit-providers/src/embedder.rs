@@ -304,11 +304,17 @@ impl ApiEmbedder {
             (Provider::Cohere, "clustering") => "clustering",
             (Provider::Voyage, "query") => "query",
             (Provider::Voyage, "document" | "passage") => "document",
-            (Provider::OpenAi | Provider::Azure, _) => {
+            // OpenAI's models embed queries and documents alike (no prefix, no parameter), so the two roles
+            // are accepted and change nothing; callers such as eval can name them for every model.
+            (Provider::OpenAi | Provider::Azure, "query" | "document" | "passage") => {
+                return Ok(None);
+            }
+            (Provider::OpenAi | Provider::Azure, other) => {
                 return Err(EmbedError::InvalidOption {
                     option: "prompt_name",
                     reason: format!(
-                        "{} has no input types; use a literal --prompt instead",
+                        "{} has no input types ('{other}'); query and document are accepted and change \
+                         nothing; use a literal --prompt for a prefix",
                         self.spec
                     ),
                 });

@@ -500,7 +500,9 @@ fn openai_dimensions_only_for_v3_models() {
         err.contains("4096 is more than openai:text-embedding-3-small's 1536"),
         "{err}"
     );
-    let err = small
+    // Query and document roles are the same for OpenAI: accepted, nothing sent.
+    server.reset();
+    let q = small
         .embed(
             &["x"],
             &EncodeOptions {
@@ -508,9 +510,23 @@ fn openai_dimensions_only_for_v3_models() {
                 ..opts()
             },
         )
+        .unwrap();
+    assert_eq!(q.row(0), &fake_vector(None, "x", 1536)[..]);
+    assert!(server.seen()[0].body.get("input_type").is_none());
+    let err = small
+        .embed(
+            &["x"],
+            &EncodeOptions {
+                prompt_name: Some("classification".into()),
+                ..opts()
+            },
+        )
         .unwrap_err()
         .to_string();
-    assert!(err.contains("has no input types"), "{err}");
+    assert!(
+        err.contains("has no input types ('classification')"),
+        "{err}"
+    );
     let err = small
         .embed(
             &["x"],
