@@ -8,9 +8,9 @@ use crate::secret::Secret;
 use crate::wire::{Request, parse_response, request_body};
 use embedkit_core::{EmbedError, Embedder, Embeddings, EncodeOptions, Usage, l2_normalize};
 use std::fmt;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// The Azure OpenAI `api-version` used when neither the configuration nor `OPENAI_API_VERSION` gives one (the
 /// current GA version of the data-plane API).
@@ -88,6 +88,24 @@ impl ProviderConfig {
     }
 }
 
+/// One answered request, for per-call accounting (see [`ApiEmbedder::with_call_hook`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallRecord {
+    /// Texts in the request.
+    pub texts: usize,
+    /// Requests sent for it (1 + retries).
+    pub attempts: u32,
+    /// Input tokens billed (or estimated).
+    pub input_tokens: u64,
+    /// Its cost in US dollars, where the price is known.
+    pub cost_usd: Option<f64>,
+    /// Time from the first attempt to the parsed answer, retries and waits included.
+    pub elapsed: Duration,
+}
+
+/// Called after every answered request, from the thread that sent it.
+pub type CallHook = Arc<dyn Fn(&CallRecord) + Send + Sync>;
+
 /// An API embedding model.
 pub struct ApiEmbedder {
     spec: String,
@@ -104,6 +122,7 @@ pub struct ApiEmbedder {
     concurrency: usize,
     requests: AtomicU64,
     input_tokens: AtomicU64,
+    hook: Option<CallHook>,
 }
 
 impl fmt::Debug for ApiEmbedder {
@@ -217,6 +236,7 @@ impl ApiEmbedder {
             concurrency: config.concurrency.max(1),
             requests: AtomicU64::new(0),
             input_tokens: AtomicU64::new(0),
+            hook: None,
         };
         if known.is_none() {
             e.dims = match config.dims {
@@ -228,6 +248,13 @@ impl ApiEmbedder {
             };
         }
         Ok(e)
+    }
+
+    /// Calls `hook` after every answered request with its texts, attempts, tokens, cost and time: usage per
+    /// call, where [`Embedder::usage`] gives the running total.
+    pub fn with_call_hook(mut self, hook: CallHook) -> Self {
+        self.hook = Some(hook);
+        self
     }
 
     /// The provider.
@@ -271,6 +298,7 @@ impl ApiEmbedder {
                 dims,
             },
         );
+        let start = Instant::now();
         let reply = post_json(
             &self.agent,
             &self.endpoint,
@@ -289,6 +317,15 @@ impl ApiEmbedder {
             .tokens
             .unwrap_or_else(|| texts.iter().map(|t| estimate_tokens(t)).sum());
         self.input_tokens.fetch_add(tokens, Ordering::Relaxed);
+        if let Some(hook) = &self.hook {
+            hook(&CallRecord {
+                texts: texts.len(),
+                attempts: reply.attempts,
+                input_tokens: tokens,
+                cost_usd: self.price.map(|p| tokens as f64 * p / 1e6),
+                elapsed: start.elapsed(),
+            });
+        }
         Ok(parsed.vectors)
     }
 

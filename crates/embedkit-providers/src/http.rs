@@ -90,6 +90,8 @@ pub(crate) enum Auth {
 /// A successful response body, and how many requests it took.
 pub(crate) struct Reply {
     pub body: Vec<u8>,
+    /// Requests it took (1 + retries).
+    pub attempts: u32,
 }
 
 /// Largest response body read (a 2048 × 3072 float batch as JSON is ~130 MB).
@@ -134,7 +136,12 @@ pub(crate) fn post_json(
                     .limit(BODY_LIMIT)
                     .read_to_vec()
                 {
-                    Ok(bytes) if (200..300).contains(&status) => return Ok(Reply { body: bytes }),
+                    Ok(bytes) if (200..300).contains(&status) => {
+                        return Ok(Reply {
+                            body: bytes,
+                            attempts,
+                        });
+                    }
                     Ok(bytes) => {
                         let asked = retry_after(ms.as_deref(), ra.as_deref(), SystemTime::now());
                         let err = ProviderError::Http {

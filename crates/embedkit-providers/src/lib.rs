@@ -24,7 +24,9 @@ pub mod models;
 mod secret;
 mod wire;
 
-pub use embedder::{AZURE_API_VERSION, ApiEmbedder, ProviderConfig, estimate_tokens};
+pub use embedder::{
+    AZURE_API_VERSION, ApiEmbedder, CallHook, CallRecord, ProviderConfig, estimate_tokens,
+};
 pub use error::ProviderError;
 pub use http::{RetryPolicy, retry_after, retryable_status};
 pub use models::{Limits, ModelInfo, Provider, parse_spec};

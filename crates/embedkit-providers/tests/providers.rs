@@ -362,6 +362,38 @@ fn parallel_batches_with_faults_lose_and_duplicate_nothing() {
 }
 
 #[test]
+fn per_call_usage_through_the_hook() {
+    use std::sync::{Arc, Mutex};
+    let server = FakeServer::start(Dialect::OpenAi, 3072, Some(KEY));
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let sink = calls.clone();
+    let e = ApiEmbedder::new("openai:text-embedding-3-large", &config(&server, Some(KEY)))
+        .unwrap()
+        .with_call_hook(Arc::new(move |c| sink.lock().unwrap().push(c.clone())));
+    server.inject([Fault::Status(500, vec![])]);
+    let t = texts(25);
+    let r = refs(&t);
+    let o = EncodeOptions {
+        batch_size: Some(10),
+        ..opts()
+    };
+    e.embed(&r, &o).unwrap();
+    let mut calls = calls.lock().unwrap().clone();
+    calls.sort_by_key(|c| c.texts);
+    assert_eq!(
+        calls.iter().map(|c| c.texts).collect::<Vec<_>>(),
+        vec![5, 10, 10]
+    );
+    assert_eq!(calls.iter().map(|c| c.attempts).sum::<u32>(), 4);
+    let total: u64 = calls.iter().map(|c| c.input_tokens).sum();
+    assert_eq!(total, e.usage().unwrap().input_tokens);
+    for c in &calls {
+        let want = c.input_tokens as f64 * 0.13 / 1e6;
+        assert!((c.cost_usd.unwrap() - want).abs() < 1e-15);
+    }
+}
+
+#[test]
 fn a_failing_batch_fails_the_call() {
     let server = FakeServer::start(Dialect::OpenAi, 8, Some(KEY));
     let mut cfg = config(&server, Some(KEY));

@@ -1,19 +1,40 @@
 //! API models on the command line: `--model openai:…` / `azure:…` / `cohere:…` / `voyage:…` and `--base-url`,
 //! and the usage lines `bench` prints for them.
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 use embedkit_core::Usage;
-use embedkit_providers::{ApiEmbedder, ProviderConfig, parse_spec};
+use embedkit_providers::{ApiEmbedder, ProviderConfig, RetryPolicy, parse_spec};
+use std::time::Duration;
 
 /// Flags for API models.
-#[derive(Args, Clone, Debug, Default)]
+#[derive(Args, Clone, Debug)]
 pub struct ApiArgs {
     /// Server of an API model (--model openai:NAME etc.): an OpenAI-compatible base such as
     /// http://localhost:8080/v1, or an Azure resource endpoint. Default: OPENAI_BASE_URL, AZURE_OPENAI_ENDPOINT,
     /// CO_API_URL, VOYAGE_BASE_URL, else the vendor's.
     #[arg(long, value_name = "URL")]
     pub base_url: Option<String>,
+    /// API models: retries of a failed request (429, 5xx, timeouts, dropped connections) before giving up.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub max_retries: u32,
+    /// API models: requests in flight at once.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub api_concurrency: usize,
+    /// API models: seconds one request may take.
+    #[arg(long, value_name = "SECS", default_value_t = 60.0)]
+    pub api_timeout: f64,
+}
+
+impl Default for ApiArgs {
+    fn default() -> Self {
+        Self {
+            base_url: None,
+            max_retries: 5,
+            api_concurrency: 4,
+            api_timeout: 60.0,
+        }
+    }
 }
 
 /// The API embedder for `spec`, or `None` when `spec` names a local model. Keys and URLs come from the
@@ -22,9 +43,22 @@ pub fn load(spec: &str, args: &ApiArgs) -> Result<Option<ApiEmbedder>> {
     let Some((provider, _)) = parse_spec(spec) else {
         return Ok(None);
     };
+    if args.api_concurrency == 0 {
+        bail!("--api-concurrency must be at least 1");
+    }
+    if !(args.api_timeout.is_finite() && args.api_timeout > 0.0) {
+        bail!("--api-timeout must be a positive number of seconds");
+    }
+    let defaults = ProviderConfig::default();
     let config = ProviderConfig {
         base_url: args.base_url.clone(),
-        ..ProviderConfig::default()
+        timeout: Duration::from_secs_f64(args.api_timeout),
+        concurrency: args.api_concurrency,
+        retry: RetryPolicy {
+            max_retries: args.max_retries,
+            ..defaults.retry.clone()
+        },
+        ..defaults
     }
     .fill_from_env(provider, &|k| std::env::var(k).ok());
     let model =

@@ -132,6 +132,30 @@ fn api_errors_are_one_line_without_the_key() {
     assert!(!err.contains(KEY), "{err}");
     assert_eq!(server.requests(), 1);
 
+    // Retries run out: --max-retries 1 means two attempts, and the error says so.
+    server.reset();
+    server.inject([Fault::Status(503, vec![]), Fault::Status(503, vec![])]);
+    let out = embedkit(
+        home.path(),
+        &[("OPENAI_API_KEY", KEY)],
+        &[
+            "embed",
+            "--model",
+            "openai:text-embedding-3-small",
+            "--base-url",
+            &base,
+            "--max-retries",
+            "1",
+            "x",
+        ],
+    );
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("openai: HTTP 503 after 2 attempts: injected failure (503)"),
+        "{err}"
+    );
+    assert_eq!(server.requests(), 2);
+
     // The vendor's endpoint without a key fails before any request, naming the variable.
     let out = embedkit(
         home.path(),
@@ -275,5 +299,4 @@ fn index_build_search_and_similarity_with_an_api_model() {
     let want: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
     let got = v["matrix"][0][1].as_f64().unwrap() as f32;
     assert!((got - want).abs() < 1e-5, "{got} vs {want}");
-    let _ = Fault::Pass;
 }
