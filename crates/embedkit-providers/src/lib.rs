@@ -5,6 +5,10 @@
 //! parallel up to a concurrency limit, retry what may pass (429, 5xx, timeouts, broken connections, honouring
 //! Retry-After), put the vectors back in input order, and count requests, tokens and cost.
 //!
+//! Keys never reach `Debug` output or errors. The HTTP client (ureq) logs only allow-listed headers at DEBUG;
+//! its TRACE level is wire-level and unredacted, so an application that installs a logger should not enable
+//! TRACE for `ureq` in production (embedkit's binary installs none).
+//!
 //! ```no_run
 //! use embedkit_core::{Embedder, EncodeOptions};
 //! use embedkit_providers::{ApiEmbedder, ProviderConfig, parse_spec};

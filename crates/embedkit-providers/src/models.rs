@@ -72,7 +72,7 @@ impl Provider {
     }
 
     /// Request limits for models this table does not know.
-    pub(crate) fn default_limits(self) -> Limits {
+    pub fn default_limits(self) -> Limits {
         match self {
             Provider::OpenAi | Provider::Azure => Limits {
                 max_inputs: 2048,

@@ -381,6 +381,9 @@ fn models(command: ModelsCommand, quiet: bool) -> Result<()> {
             }
         }
         ModelsCommand::Info { model, json } => {
+            if providers_cli::info(&model, json, &mut std::io::stdout().lock())? {
+                return Ok(());
+            }
             let m = load_model(
                 &ModelArgs {
                     model,

@@ -4,6 +4,7 @@
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use embedkit_core::Usage;
+use embedkit_providers::models::DimsParam;
 use embedkit_providers::{ApiEmbedder, ProviderConfig, RetryPolicy, parse_spec};
 use std::time::Duration;
 
@@ -64,6 +65,79 @@ pub fn load(spec: &str, args: &ApiArgs) -> Result<Option<ApiEmbedder>> {
     let model =
         ApiEmbedder::new(spec, &config).with_context(|| format!("cannot use model '{spec}'"))?;
     Ok(Some(model))
+}
+
+/// `embedkit models info` for an API model: what the table knows, without a request or a key. `false` when
+/// `spec` is not an API model.
+pub fn info(spec: &str, json: bool, out: &mut dyn std::io::Write) -> Result<bool> {
+    let Some((provider, name)) = parse_spec(spec) else {
+        return Ok(false);
+    };
+    let known = embedkit_providers::models::lookup(provider, name);
+    let limits = known.map_or_else(|| provider.default_limits(), |m| m.limits);
+    let dims_param = match known.map(|m| m.dims_param) {
+        Some(DimsParam::Any) => "any width (dimensions)".to_string(),
+        Some(DimsParam::OneOf(ws)) => format!("{ws:?} (output_dimension)"),
+        _ => "none (cut on the client)".to_string(),
+    };
+    let v = serde_json::json!({
+        "name": spec,
+        "provider": provider.name(),
+        "model": name,
+        "known": known.is_some(),
+        "dims": known.map(|m| m.dims),
+        "max_inputs_per_request": limits.max_inputs,
+        "max_tokens_per_request": limits.max_request_tokens,
+        "server_side_dims": dims_param,
+        "price_usd_per_mtok": known.and_then(|m| m.price_usd_per_mtok),
+        "default_base_url": provider.default_base_url(),
+        "key_env": provider.key_env(),
+        "base_url_env": provider.base_url_env(),
+    });
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+        return Ok(true);
+    }
+    let opt = |x: Option<String>, none: &str| x.unwrap_or_else(|| none.to_string());
+    let rows = [
+        ("name", spec.to_string()),
+        ("provider", provider.name().to_string()),
+        (
+            "dimensions",
+            opt(known.map(|m| m.dims.to_string()), "asked of the server"),
+        ),
+        ("inputs/request", limits.max_inputs.to_string()),
+        (
+            "tokens/request",
+            opt(limits.max_request_tokens.map(|t| t.to_string()), "no limit"),
+        ),
+        ("shorter vectors", dims_param),
+        (
+            "price",
+            opt(
+                known
+                    .and_then(|m| m.price_usd_per_mtok)
+                    .map(|p| format!("${p} / 1M tokens")),
+                "unknown",
+            ),
+        ),
+        (
+            "base URL",
+            opt(
+                provider.default_base_url().map(str::to_string),
+                "per resource",
+            ),
+        ),
+        ("key from", provider.key_env().join(" or ")),
+        (
+            "base URL from",
+            format!("--base-url or {}", provider.base_url_env()),
+        ),
+    ];
+    for (k, v) in rows {
+        writeln!(out, "{k:<15} {v}")?;
+    }
+    Ok(true)
 }
 
 /// Usage as JSON for reports (`null` for local models).

@@ -300,3 +300,26 @@ fn index_build_search_and_similarity_with_an_api_model() {
     let got = v["matrix"][0][1].as_f64().unwrap() as f32;
     assert!((got - want).abs() < 1e-5, "{got} vs {want}");
 }
+
+#[test]
+fn models_info_for_api_models_needs_no_key() {
+    let home = tempfile::tempdir().unwrap();
+    let out = embedkit(
+        home.path(),
+        &[],
+        &["models", "info", "openai:text-embedding-ada-002", "--json"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["dims"], 1536);
+    assert_eq!(v["max_inputs_per_request"], 2048);
+    assert_eq!(v["max_tokens_per_request"], 300_000);
+    assert_eq!(v["price_usd_per_mtok"], 0.10);
+    let out = embedkit(home.path(), &[], &["models", "info", "cohere:embed-v4.0"]);
+    let t = text(&out.stdout);
+    assert!(t.contains("inputs/request  96"), "{t}");
+    assert!(
+        t.contains("[256, 512, 1024, 1536] (output_dimension)"),
+        "{t}"
+    );
+}
