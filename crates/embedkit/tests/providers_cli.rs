@@ -323,3 +323,79 @@ fn models_info_for_api_models_needs_no_key() {
         "{t}"
     );
 }
+
+/// A real local model behind the OpenAI wire format (what `embedkit serve` will be): `embed --model openai:NAME
+/// --base-url …` gives the vectors `embed --model FOLDER` gives.
+#[test]
+fn openai_client_returns_a_served_local_models_vectors() {
+    use embedkit_core::{Embedder, EncodeOptions};
+    use embedkit_cpu::{CpuBackend, CpuOptions};
+    use embedkit_model::{Backend, LocalEmbedder};
+    use std::sync::Arc;
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/tiny/bert-mean");
+    let dir_str = dir.to_str().unwrap().to_string();
+    let local = LocalEmbedder::load("bert-mean", &dir, |config, weights| {
+        Ok(Box::new(CpuBackend::new(config, weights, &CpuOptions::default())?) as Box<dyn Backend>)
+    })
+    .unwrap();
+    let dims = local.dims();
+    let local = Arc::new(local);
+    let served = local.clone();
+    let server = FakeServer::start_with(
+        Dialect::OpenAi,
+        dims,
+        None,
+        Some(Arc::new(move |_, texts: &[&str]| {
+            let e = served.embed(texts, &EncodeOptions::default()).unwrap();
+            e.iter().map(<[f32]>::to_vec).collect()
+        })),
+    );
+    let home = tempfile::tempdir().unwrap();
+    let base = server.base_url();
+    let texts = [
+        "a cat sat on the mat",
+        "Ünïcödé and emoji 🎉",
+        "stock prices fell sharply today",
+    ];
+    let via_api = embedkit(
+        home.path(),
+        &[],
+        &[
+            &[
+                "embed",
+                "--no-cache",
+                "--model",
+                "openai:bert-mean",
+                "--base-url",
+                &base,
+            ][..],
+            &texts[..],
+        ]
+        .concat(),
+    );
+    assert!(via_api.status.success(), "{}", text(&via_api.stderr));
+    let direct = embedkit(
+        home.path(),
+        &[],
+        &[
+            &["embed", "--no-cache", "--model", &dir_str][..],
+            &texts[..],
+        ]
+        .concat(),
+    );
+    assert!(direct.status.success(), "{}", text(&direct.stderr));
+    let (a, b) = (rows(&via_api), rows(&direct));
+    assert_eq!(a.len(), 3);
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x.len(), y.len());
+        let diff = x
+            .iter()
+            .zip(y)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0.0f32, f32::max);
+        assert!(diff <= 1e-6, "max |Δ| {diff}");
+    }
+    // One probe (the name is the server's, so dimensions are asked) and one embedding request.
+    assert_eq!(server.requests(), 2);
+}

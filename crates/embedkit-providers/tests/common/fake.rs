@@ -73,7 +73,11 @@ impl Seen {
     }
 }
 
+/// Vectors for (input type, texts) in place of [`fake_vector`]: e.g. a real local model behind the fake API.
+pub type VectorFn = Arc<dyn Fn(Option<&str>, &[&str]) -> Vec<Vec<f32>> + Send + Sync>;
+
 struct State {
+    vectors: Option<VectorFn>,
     dialect: Dialect,
     dims: usize,
     key: Option<String>,
@@ -93,6 +97,16 @@ pub struct FakeServer {
 impl FakeServer {
     /// Starts a server speaking `dialect`, returning `dims`-wide vectors and requiring `key` when given.
     pub fn start(dialect: Dialect, dims: usize, key: Option<&str>) -> Self {
+        Self::start_with(dialect, dims, key, None)
+    }
+
+    /// As [`FakeServer::start`], with vectors from `vectors` when given.
+    pub fn start_with(
+        dialect: Dialect,
+        dims: usize,
+        key: Option<&str>,
+        vectors: Option<VectorFn>,
+    ) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local addr");
         let max_inputs = match dialect {
@@ -101,6 +115,7 @@ impl FakeServer {
             Dialect::Voyage => 1000,
         };
         let state = Arc::new(State {
+            vectors,
             dialect,
             dims,
             key: key.map(str::to_string),
@@ -400,19 +415,23 @@ fn answer(st: &State, seen: &Seen) -> (u16, Value) {
         .get(dims_key)
         .and_then(Value::as_u64)
         .map_or(st.dims, |x| x as usize);
-    let vectors: Vec<Vec<f32>> = texts
-        .iter()
-        .map(|t| {
-            let mut v = fake_vector(input_type, t, st.dims);
-            if out_dims < st.dims {
-                // As OpenAI's `dimensions`: shortened, then unit length again.
-                v.truncate(out_dims);
-                let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-                v.iter_mut().for_each(|x| *x /= n);
-            }
-            v
-        })
-        .collect();
+    let vectors: Vec<Vec<f32>> = if let Some(f) = &st.vectors {
+        f(input_type, &texts)
+    } else {
+        texts
+            .iter()
+            .map(|t| {
+                let mut v = fake_vector(input_type, t, st.dims);
+                if out_dims < st.dims {
+                    // As OpenAI's `dimensions`: shortened, then unit length again.
+                    v.truncate(out_dims);
+                    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+                    v.iter_mut().for_each(|x| *x /= n);
+                }
+                v
+            })
+            .collect()
+    };
     let tokens: u64 = texts.iter().map(|t| fake_tokens(t)).sum();
     let usage = st.report_usage.load(Ordering::SeqCst);
     let model = b["model"].clone();
