@@ -242,7 +242,7 @@ impl ApiEmbedder {
             e.dims = match config.dims {
                 Some(d) => d,
                 None => {
-                    let probe = e.send(&["dimension probe"], None, None)?;
+                    let probe = e.send(&["dimension probe"], &Call::default())?;
                     probe.first().map_or(0, Vec::len)
                 }
             };
@@ -283,19 +283,16 @@ impl ApiEmbedder {
     }
 
     /// One request (with retries) for `texts`, which fit the limits; vectors in input order.
-    fn send(
-        &self,
-        texts: &[&str],
-        input_type: Option<&str>,
-        dims: Option<usize>,
-    ) -> Result<Vec<Vec<f32>>, ProviderError> {
+    fn send(&self, texts: &[&str], call: &Call<'_>) -> Result<Vec<Vec<f32>>, ProviderError> {
+        let dims = call.dims;
         let body = request_body(
             self.provider,
             &Request {
                 model: &self.model,
                 texts,
-                input_type,
+                input_type: call.input_type,
                 dims,
+                max_tokens: call.max_tokens,
             },
         );
         let start = Instant::now();
@@ -421,12 +418,23 @@ impl Embedder for ApiEmbedder {
     }
 
     fn embed(&self, texts: &[&str], options: &EncodeOptions) -> Result<Embeddings, EmbedError> {
-        if options.max_length.is_some() {
-            return Err(EmbedError::InvalidOption {
-                option: "max_length",
-                reason: format!("{} truncates at its own token limit", self.spec),
-            });
-        }
+        // Cohere takes a per-text token cap (`max_tokens`); the others truncate at their own limit only.
+        let max_tokens = match (options.max_length, self.provider) {
+            (Some(0), _) => {
+                return Err(EmbedError::InvalidOption {
+                    option: "max_length",
+                    reason: "must be at least 1".to_string(),
+                });
+            }
+            (Some(n), Provider::Cohere) => Some(n),
+            (Some(_), _) => {
+                return Err(EmbedError::InvalidOption {
+                    option: "max_length",
+                    reason: format!("{} truncates at its own token limit", self.spec),
+                });
+            }
+            (None, _) => None,
+        };
         let input_type = self.input_type(options.prompt_name.as_deref())?;
         let want_dims = match options.truncate_dim {
             Some(0) => {
@@ -467,7 +475,12 @@ impl Embedder for ApiEmbedder {
             .collect();
         let refs: Vec<&str> = prompted.iter().map(String::as_str).collect();
         let plan = self.plan(&refs, options.batch_size.unwrap_or(usize::MAX));
-        let results = self.run(&refs, &plan, input_type, server_dims)?;
+        let call = Call {
+            input_type,
+            dims: server_dims,
+            max_tokens,
+        };
+        let results = self.run(&refs, &plan, &call)?;
 
         let out_dims = server_dims.unwrap_or(self.dims);
         let mut data = Vec::with_capacity(texts.len() * want_dims.unwrap_or(out_dims));
@@ -499,6 +512,16 @@ impl Embedder for ApiEmbedder {
     }
 }
 
+/// What every request of one `embed` call asks for besides its texts.
+#[derive(Default)]
+struct Call<'a> {
+    input_type: Option<&'a str>,
+    /// Server-side output width.
+    dims: Option<usize>,
+    /// Cohere's per-text token cap.
+    max_tokens: Option<usize>,
+}
+
 /// The vectors of one request, or why it failed.
 type BatchResult = Result<Vec<Vec<f32>>, ProviderError>;
 
@@ -509,15 +532,10 @@ impl ApiEmbedder {
         &self,
         texts: &[&str],
         plan: &[std::ops::Range<usize>],
-        input_type: Option<&str>,
-        dims: Option<usize>,
+        call: &Call<'_>,
     ) -> Result<Vec<Vec<Vec<f32>>>, ProviderError> {
         if plan.len() == 1 {
-            return Ok(vec![self.send(
-                &texts[plan[0].clone()],
-                input_type,
-                dims,
-            )?]);
+            return Ok(vec![self.send(&texts[plan[0].clone()], call)?]);
         }
         let slots: Vec<Mutex<Option<BatchResult>>> =
             plan.iter().map(|_| Mutex::new(None)).collect();
@@ -532,7 +550,7 @@ impl ApiEmbedder {
                         }
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(range) = plan.get(i) else { break };
-                        let r = self.send(&texts[range.clone()], input_type, dims);
+                        let r = self.send(&texts[range.clone()], call);
                         if r.is_err() {
                             failed.store(true, Ordering::Relaxed);
                         }

@@ -6,7 +6,7 @@
 //!   "usage": {"prompt_tokens", "total_tokens"}}`. `data` is matched to inputs by `index`, never by position.
 //!   (<https://platform.openai.com/docs/api-reference/embeddings>)
 //! - Cohere `POST {base}/v2/embed`: `{"model", "texts": [..], "input_type", "embedding_types": ["float"],
-//!   "output_dimension"?}` → `{"id", "embeddings": {"float": [[..], ..]}, "texts", "meta": {"billed_units":
+//!   "output_dimension"?, "max_tokens"?}` → `{"id", "embeddings": {"float": [[..], ..]}, "texts", "meta": {"billed_units":
 //!   {"input_tokens"}}, "response_type": "embeddings_by_type"}`, vectors in input order.
 //!   (<https://docs.cohere.com/reference/embed>)
 //! - Voyage `POST {base}/embeddings`: `{"model", "input": [..], "input_type"?: "query"|"document",
@@ -25,6 +25,8 @@ pub(crate) struct Request<'a> {
     pub input_type: Option<&'a str>,
     /// OpenAI `dimensions`, Cohere / Voyage `output_dimension`.
     pub dims: Option<usize>,
+    /// Cohere `max_tokens` (per text).
+    pub max_tokens: Option<usize>,
 }
 
 /// The request body for `provider`.
@@ -53,6 +55,9 @@ pub(crate) fn request_body(provider: Provider, r: &Request<'_>) -> Vec<u8> {
             Provider::Cohere | Provider::Voyage => "output_dimension",
         };
         body[key] = json!(d);
+    }
+    if let (Some(n), Provider::Cohere) = (r.max_tokens, provider) {
+        body["max_tokens"] = json!(n);
     }
     serde_json::to_vec(&body).expect("a JSON value serializes")
 }
@@ -193,6 +198,7 @@ mod tests {
             texts: &texts,
             input_type: Some("query"),
             dims: Some(256),
+            max_tokens: None,
         };
         let v: serde_json::Value =
             serde_json::from_slice(&request_body(Provider::OpenAi, &r)).unwrap();
@@ -209,13 +215,14 @@ mod tests {
         let r = Request {
             input_type: None,
             dims: None,
+            max_tokens: Some(64),
             ..r
         };
         let v: serde_json::Value =
             serde_json::from_slice(&request_body(Provider::Cohere, &r)).unwrap();
         assert_eq!(
             v,
-            json!({"model": "m", "texts": ["a", "b"], "input_type": "search_document", "embedding_types": ["float"]})
+            json!({"model": "m", "texts": ["a", "b"], "input_type": "search_document", "embedding_types": ["float"], "max_tokens": 64})
         );
     }
 

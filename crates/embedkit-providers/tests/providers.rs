@@ -465,6 +465,15 @@ fn cohere_input_types_dimensions_and_limits() {
     let norm: f32 = out.row(0).iter().map(|x| x * x).sum::<f32>().sqrt();
     assert!((norm - 1.0).abs() < 1e-5);
 
+    // --max-length becomes Cohere's per-text `max_tokens`.
+    server.reset();
+    let capped = EncodeOptions {
+        max_length: Some(128),
+        ..opts()
+    };
+    e.embed(&r[..1], &capped).unwrap();
+    assert_eq!(server.seen()[0].body["max_tokens"], 128);
+
     let bad = EncodeOptions {
         prompt_name: Some("poem".into()),
         ..opts()
