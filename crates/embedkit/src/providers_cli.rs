@@ -163,7 +163,8 @@ pub fn usage_table(rows: &[(String, Option<Usage>)], out: &mut dyn std::io::Writ
     }
     writeln!(
         out,
-        "\nAPI usage (whole run)\n| model | requests | input tokens | cost USD |\n|---|---:|---:|---:|"
+        "\nAPI usage, whole run (tokens as the provider billed them; tokens/s above estimate 4 characters a token)\n\
+         | model | requests | input tokens | cost USD |\n|---|---:|---:|---:|"
     )?;
     for (m, u) in billed {
         let cost = u
