@@ -394,6 +394,28 @@ fn per_call_usage_through_the_hook() {
 }
 
 #[test]
+fn concurrency_limit_holds() {
+    let server = FakeServer::start(Dialect::Voyage, 4, Some(KEY));
+    server.delay(Duration::from_millis(150));
+    let mut cfg = config(&server, Some(KEY));
+    cfg.dims = Some(4);
+    cfg.concurrency = 3;
+    let e = ApiEmbedder::new("voyage:fake", &cfg).unwrap();
+    let t = texts(90);
+    let r = refs(&t);
+    let o = EncodeOptions {
+        batch_size: Some(10),
+        ..opts()
+    };
+    let out = e.embed(&r, &o).unwrap();
+    assert_rows(&out, &r, None, 4);
+    assert_eq!(server.requests(), 9);
+    // Never more than the limit at once; requests that wait 150 ms each do overlap.
+    let most = server.max_in_flight();
+    assert!((2..=3).contains(&most), "{most} in flight");
+}
+
+#[test]
 fn a_failing_batch_fails_the_call() {
     let server = FakeServer::start(Dialect::OpenAi, 8, Some(KEY));
     let mut cfg = config(&server, Some(KEY));

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -86,6 +86,10 @@ struct State {
     seen: Mutex<Vec<Seen>>,
     shuffle: AtomicBool,
     report_usage: AtomicBool,
+    /// Added to every answer, so that requests overlap.
+    delay_ms: AtomicU64,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
 }
 
 /// A running fake API server.
@@ -124,6 +128,9 @@ impl FakeServer {
             seen: Mutex::new(Vec::new()),
             shuffle: AtomicBool::new(false),
             report_usage: AtomicBool::new(true),
+            delay_ms: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: AtomicUsize::new(0),
         });
         let st = state.clone();
         std::thread::spawn(move || {
@@ -159,6 +166,18 @@ impl FakeServer {
     /// Leave `usage` out of responses (as some OpenAI-compatible servers do).
     pub fn report_usage(&self, on: bool) {
         self.state.report_usage.store(on, Ordering::SeqCst);
+    }
+
+    /// Delay every answer by `d`.
+    pub fn delay(&self, d: Duration) {
+        self.state
+            .delay_ms
+            .store(d.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// The most requests the server was answering at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.state.max_in_flight.load(Ordering::SeqCst)
     }
 
     /// Requests received so far (every attempt).
@@ -208,7 +227,6 @@ pub fn fake_tokens(text: &str) -> u64 {
 
 fn serve(conn: TcpStream, st: &State) -> std::io::Result<()> {
     let mut reader = BufReader::new(conn.try_clone()?);
-    let mut conn = conn;
     let mut line = String::new();
     reader.read_line(&mut line)?;
     let mut parts = line.split_whitespace();
@@ -241,6 +259,16 @@ fn serve(conn: TcpStream, st: &State) -> std::io::Result<()> {
         body,
     };
     st.seen.lock().unwrap().push(seen.clone());
+    let now = st.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    st.max_in_flight.fetch_max(now, Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(st.delay_ms.load(Ordering::SeqCst)));
+    let r = reply(conn, st, &seen);
+    st.in_flight.fetch_sub(1, Ordering::SeqCst);
+    r
+}
+
+fn reply(mut conn: TcpStream, st: &State, seen: &Seen) -> std::io::Result<()> {
+    let seen = seen.clone();
     let fault = st.faults.lock().unwrap().pop_front();
     let (status, extra, payload) = match fault {
         Some(Fault::Status(code, extra)) => (
