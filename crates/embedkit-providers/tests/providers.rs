@@ -14,7 +14,8 @@ fn config(server: &FakeServer, key: Option<&str>) -> ProviderConfig {
     ProviderConfig {
         base_url: Some(server.base_url()),
         api_key: key.map(Secret::new),
-        timeout: Duration::from_millis(1500),
+        // Generous: CI machines are loaded; tests of timeouts set their own.
+        timeout: Duration::from_secs(10),
         retry: RetryPolicy {
             max_retries: 5,
             base_delay: Duration::from_millis(1),
@@ -147,14 +148,14 @@ fn transient_failures_are_retried_exactly() {
     let server = FakeServer::start(Dialect::OpenAi, 8, Some(KEY));
     let mut cfg = config(&server, Some(KEY));
     cfg.dims = Some(8);
-    cfg.timeout = Duration::from_millis(300);
+    cfg.timeout = Duration::from_millis(1000);
     cfg.retry.max_retries = 6;
     let e = ApiEmbedder::new("openai:fake", &cfg).unwrap();
     server.inject([
         Fault::Status(429, vec![("Retry-After".into(), "0".into())]),
         Fault::Status(500, vec![]),
         Fault::Status(503, vec![]),
-        Fault::Sleep(Duration::from_millis(1200)),
+        Fault::Sleep(Duration::from_millis(3000)),
         Fault::Truncate,
         Fault::Drop,
     ]);
