@@ -10,7 +10,6 @@ use embedkit_core::{Embedder, EncodeOptions, Metric};
 use embedkit_cpu::Compute;
 use embedkit_eval::report::{EvalReport, ModelSummary, ModelTaskResult};
 use embedkit_eval::tasks::{Progress, Task, TaskSettings, run_task};
-use embedkit_model::LocalEmbedder;
 use embedkit_sources::SourceConfig;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -73,6 +72,16 @@ pub struct EvalArgs {
     save_runs: Option<PathBuf>,
     #[command(flatten)]
     cache: CacheArgs,
+    #[command(flatten)]
+    pub api: crate::providers_cli::ApiArgs,
+}
+
+/// A model ready for evaluation: the embedder and how to count a text's tokens (for the speed figures).
+pub struct LoadedModel {
+    /// The model.
+    pub embedder: Arc<dyn Embedder>,
+    /// Tokens of one text, cut at an optional limit.
+    pub count_tokens: Box<dyn Fn(&str, Option<usize>) -> usize>,
 }
 
 #[derive(Subcommand)]
@@ -212,7 +221,7 @@ pub fn run_eval(
     args: EvalArgs,
     cfg: &SourceConfig,
     quiet: bool,
-    load: &dyn Fn(&str, Compute) -> Result<LocalEmbedder>,
+    load: &dyn Fn(&str, Compute) -> Result<LoadedModel>,
     speed_corpus: &[String],
     long_text: &str,
 ) -> Result<()> {
@@ -251,7 +260,8 @@ pub fn run_eval(
     for spec in &args.model {
         let (name, compute, label) = split_compute(spec, Compute::F32);
         let rss_before = current_rss_bytes();
-        let model = Arc::new(load(&name, compute)?);
+        let loaded = load(&name, compute)?;
+        let model = loaded.embedder;
         let memory = rss_before
             .zip(current_rss_bytes())
             .map(|(a, b)| b.saturating_sub(a));
@@ -277,12 +287,6 @@ pub fn run_eval(
             if !quiet {
                 eprintln!("{label}: measuring speed…");
             }
-            let count = |t: &str, max: Option<usize>| {
-                model
-                    .tokenizer()
-                    .encode_batch(&[t.to_string()], max)
-                    .map_or(0, |e| e.first().map_or(0, |x| x.ids.len()))
-            };
             let config = embedkit_eval::speed::SpeedConfig {
                 latency_runs: 50,
                 lengths: vec![],
@@ -294,7 +298,7 @@ pub fn run_eval(
                 &*model,
                 speed_corpus,
                 long_text,
-                &count,
+                &*loaded.count_tokens,
                 &config,
                 |_| {},
             )?;

@@ -4,6 +4,7 @@ mod cache_cli;
 mod eval_cli;
 mod input;
 mod output;
+mod providers_cli;
 mod vectors_cli;
 
 use anyhow::{Context, Result, bail};
@@ -17,6 +18,7 @@ use input::InputFormat;
 use output::{OutputFormat, Sink, VectorWriter};
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// The model used when --model is not given.
 const DEFAULT_MODEL: &str = "all-MiniLM-L6-v2";
@@ -31,7 +33,9 @@ const CHUNK: usize = 1024;
     about = "Text embedding models in one binary: exact sentence-transformers vectors, fast on CPU",
     long_about = None,
     after_help = "Models: a catalog name (all-MiniLM-L6-v2, all-mpnet-base-v2; fetched once into EMBEDKIT_HOME, \
-                  default ~/.cache/embedkit), a folder in the sentence-transformers layout, or hf:org/name[@revision]."
+                  default ~/.cache/embedkit), a folder in the sentence-transformers layout, or hf:org/name[@revision]; \
+                  API models: openai:NAME, azure:DEPLOYMENT, cohere:NAME, voyage:NAME (keys from OPENAI_API_KEY, \
+                  AZURE_OPENAI_API_KEY, CO_API_KEY, VOYAGE_API_KEY; --base-url for OpenAI-compatible servers)."
 )]
 struct Cli {
     /// No progress bars or status messages on stderr.
@@ -121,6 +125,8 @@ struct SearchCmd {
     encode: EncodeArgs,
     #[command(flatten)]
     search: vectors_cli::SearchArgs,
+    #[command(flatten)]
+    api: providers_cli::ApiArgs,
 }
 
 #[derive(Args, Clone)]
@@ -134,6 +140,8 @@ struct ModelArgs {
     /// Linear-layer arithmetic: f32 (exact) or int8 (dynamically quantized, faster; cosine ≥ 0.99 to f32).
     #[arg(long, default_value = "f32")]
     compute: Compute,
+    #[command(flatten)]
+    api: providers_cli::ApiArgs,
 }
 
 #[derive(Args, Clone)]
@@ -269,6 +277,8 @@ struct BenchArgs {
     /// Print JSON instead of tables.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    api: providers_cli::ApiArgs,
 }
 
 /// The default benchmark corpus: real news sentences (tools/make_bench_corpus.py).
@@ -297,16 +307,20 @@ fn run(cli: Cli) -> Result<()> {
         Command::Index {
             command: IndexCommand::Build(args),
         } => {
-            let model = load_model(&args.model, quiet)?;
-            vectors_cli::run_index_build(&args.index, &model, &args.encode.options(), quiet)
+            let model = load_embedder(&args.model, quiet)?;
+            vectors_cli::run_index_build(&args.index, &*model, &args.encode.options(), quiet)
         }
         Command::Search(args) => {
             let (model, compute) = vectors_cli::search_model(&args.search)?;
+            if let Some(api) = providers_cli::load(&model, &args.api)? {
+                return vectors_cli::run_search(&args.search, &api, &args.encode.options(), quiet);
+            }
             let model = load_model(
                 &ModelArgs {
                     model,
                     threads: args.threads,
                     compute,
+                    api: Default::default(),
                 },
                 quiet,
             )?;
@@ -314,6 +328,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Eval(args) => {
             let threads = args.threads;
+            let api = args.api.clone();
             // A quarter of the bench corpus: enough for a stable texts/s figure in a report.
             let corpus: Vec<String> = BENCH_SENTENCES
                 .lines()
@@ -326,14 +341,31 @@ fn run(cli: Cli) -> Result<()> {
                 &source_config(quiet),
                 quiet,
                 &|model, compute| {
-                    load_model(
+                    if let Some(api) = providers_cli::load(model, &api)? {
+                        return Ok(eval_cli::LoadedModel {
+                            embedder: Arc::new(api),
+                            count_tokens: Box::new(providers_cli::count_tokens),
+                        });
+                    }
+                    let local = Arc::new(load_model(
                         &ModelArgs {
                             model: model.to_string(),
                             threads,
                             compute,
+                            api: api.clone(),
                         },
                         quiet,
-                    )
+                    )?);
+                    let counter = local.clone();
+                    Ok(eval_cli::LoadedModel {
+                        embedder: local,
+                        count_tokens: Box::new(move |t: &str, max: Option<usize>| {
+                            counter
+                                .tokenizer()
+                                .encode_batch(&[t.to_string()], max)
+                                .map_or(0, |e| e.first().map_or(0, |x| x.ids.len()))
+                        }),
+                    })
                 },
                 &corpus,
                 &long_text,
@@ -371,6 +403,14 @@ fn load_model(args: &ModelArgs, quiet: bool) -> Result<LocalEmbedder> {
     Ok(model)
 }
 
+/// A local model or an API model (`openai:…`, `cohere:…`, …), as the commands that only embed need it.
+fn load_embedder(args: &ModelArgs, quiet: bool) -> Result<Arc<dyn Embedder>> {
+    Ok(match providers_cli::load(&args.model, &args.api)? {
+        Some(api) => Arc::new(api),
+        None => Arc::new(load_model(args, quiet)?),
+    })
+}
+
 fn models(command: ModelsCommand, quiet: bool) -> Result<()> {
     let cfg = source_config(quiet);
     match command {
@@ -395,11 +435,15 @@ fn models(command: ModelsCommand, quiet: bool) -> Result<()> {
             }
         }
         ModelsCommand::Info { model, json } => {
+            if providers_cli::info(&model, json, &mut std::io::stdout().lock())? {
+                return Ok(());
+            }
             let m = load_model(
                 &ModelArgs {
                     model,
                     threads: Some(1),
                     compute: Compute::F32,
+                    api: Default::default(),
                 },
                 quiet,
             )?;
@@ -497,7 +541,7 @@ fn embed(args: EmbedArgs, quiet: bool) -> Result<()> {
     if args.tokens && !matches!(args.format, OutputFormat::Jsonl | OutputFormat::Json) {
         bail!("--tokens writes JSONL or JSON only (token counts differ per text)");
     }
-    let model = load_model(&args.model, quiet)?;
+    let model = load_embedder(&args.model, quiet)?;
     let cache = args.cache.open(&source_config(quiet).home)?;
     let model = cache_cli::with_cache(model, cache);
     let options = args.encode.options();
@@ -579,13 +623,20 @@ fn embed_tokens(
 }
 
 fn similarity(args: SimilarityArgs, quiet: bool) -> Result<()> {
-    let model = load_model(&args.model, quiet)?;
+    // API models compare by cosine unless told otherwise; local ones as their config says.
+    let (model, model_metric): (Arc<dyn Embedder>, Option<String>) =
+        match providers_cli::load(&args.model.model, &args.model.api)? {
+            Some(api) => (Arc::new(api), None),
+            None => {
+                let m = load_model(&args.model, quiet)?;
+                let metric = m.layout().similarity_fn_name.clone();
+                (Arc::new(m), metric)
+            }
+        };
     let options = args.encode.options();
     let metric = match args.metric {
         Some(m) => m,
-        None => model
-            .layout()
-            .similarity_fn_name
+        None => model_metric
             .as_deref()
             .map(str::parse)
             .transpose()?
@@ -707,13 +758,40 @@ fn bench(args: BenchArgs, quiet: bool) -> Result<()> {
         ..Default::default()
     };
     let mut reports = Vec::new();
+    // Requests, tokens and cost of each API model's whole run, beside the speed of local ones.
+    let mut usages: Vec<(String, Option<embedkit_core::Usage>)> = Vec::new();
     for spec in &args.model {
         let start = std::time::Instant::now();
+        if let Some(api) = providers_cli::load(spec, &args.api)? {
+            let load_ms = start.elapsed().as_secs_f64() * 1e3;
+            // API models take no per-call token cap, so there is no length sweep.
+            let api_config = embedkit_eval::speed::SpeedConfig {
+                lengths: vec![],
+                ..config.clone()
+            };
+            let report = embedkit_eval::speed::run_speed(
+                &api,
+                &texts,
+                &long_text,
+                &providers_cli::count_tokens,
+                &api_config,
+                |phase| {
+                    if !quiet {
+                        eprintln!("{spec}: {phase}…");
+                    }
+                },
+            )?;
+            let rss = embedkit_eval::speed::peak_rss_bytes().unwrap_or(0);
+            usages.push((spec.clone(), api.usage()));
+            reports.push((report, load_ms, rss, providers_cli::backend(&api)));
+            continue;
+        }
         let model = load_model(
             &ModelArgs {
                 model: spec.clone(),
                 threads: args.threads,
                 compute: args.compute,
+                api: Default::default(),
             },
             quiet,
         )?;
@@ -737,14 +815,17 @@ fn bench(args: BenchArgs, quiet: bool) -> Result<()> {
             },
         )?;
         let rss = embedkit_eval::speed::peak_rss_bytes().unwrap_or(0);
+        usages.push((spec.clone(), None));
         reports.push((report, load_ms, rss, model.info().backend));
     }
     let mut out = std::io::stdout().lock();
     if args.json {
         let v: Vec<_> = reports
             .iter()
-            .map(|(r, load_ms, rss, backend)| {
+            .zip(&usages)
+            .map(|((r, load_ms, rss, backend), (_, usage))| {
                 let mut v = serde_json::to_value(r).expect("a speed report serializes");
+                v["usage"] = providers_cli::usage_json(usage.as_ref());
                 v["load_ms"] = serde_json::json!(load_ms);
                 v["peak_rss_bytes"] = serde_json::json!(rss);
                 v["backend"] = serde_json::json!(backend);
@@ -781,6 +862,7 @@ fn bench(args: BenchArgs, quiet: bool) -> Result<()> {
         "\n{} texts, {:.1} tokens each on average, batch size {}",
         reports[0].0.texts, reports[0].0.mean_tokens, reports[0].0.batch_size
     )?;
+    providers_cli::usage_table(&usages, &mut out)?;
     for (r, ..) in &reports {
         if !r.by_length.is_empty() {
             writeln!(
