@@ -76,12 +76,15 @@ pub struct EvalArgs {
     pub api: crate::providers_cli::ApiArgs,
 }
 
+/// Counts the tokens of one text, cut at an optional limit.
+pub type TokenCounter = Box<dyn Fn(&str, Option<usize>) -> usize>;
+
 /// A model ready for evaluation: the embedder and how to count a text's tokens (for the speed figures).
 pub struct LoadedModel {
     /// The model.
     pub embedder: Arc<dyn Embedder>,
     /// Tokens of one text, cut at an optional limit.
-    pub count_tokens: Box<dyn Fn(&str, Option<usize>) -> usize>,
+    pub count_tokens: TokenCounter,
 }
 
 #[derive(Subcommand)]
