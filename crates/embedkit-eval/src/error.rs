@@ -31,6 +31,12 @@ pub enum EvalError {
         /// What is wrong.
         reason: String,
     },
+    /// Building or searching the evaluation's temporary index failed.
+    #[error("index search failed: {reason}")]
+    Index {
+        /// What failed.
+        reason: String,
+    },
     /// The embedder failed.
     #[error("embedding with {model} failed: {source}")]
     Embed {

@@ -114,6 +114,20 @@ pub struct TaskSettings {
     pub ignore_identical_ids: bool,
     /// Similarity for retrieval.
     pub metric: Metric,
+    /// Search through a quantized index (built in a temp folder with the same code as `embedkit index build`)
+    /// instead of exact f32 search, to measure what quantization costs in quality.
+    pub index: Option<IndexSearch>,
+}
+
+/// How [`TaskSettings::index`] searches.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct IndexSearch {
+    /// Primary precision: `F32`, `Int8` or `Ubinary` (packed sign bits).
+    pub precision: embedkit_vectors::Precision,
+    /// Binary indexes: rescore `rescore × k` Hamming candidates (0 = rank by Hamming distance alone).
+    pub rescore: usize,
+    /// Binary indexes: what the candidates are rescored against (`Int8` or `F32`; `None` = the bits).
+    pub rescore_precision: Option<embedkit_vectors::Precision>,
 }
 
 impl Default for TaskSettings {
@@ -124,6 +138,7 @@ impl Default for TaskSettings {
             ks: metrics::DEFAULT_KS.to_vec(),
             ignore_identical_ids: false,
             metric: Metric::Cosine,
+            index: None,
         }
     }
 }
@@ -309,7 +324,10 @@ pub fn run_retrieval(
     let max_k = settings.ks.iter().copied().max().unwrap_or(10);
     // One extra hit per query in case the query's own id is dropped.
     let want = max_k + usize::from(settings.ignore_identical_ids);
-    let hits = embedkit_vectors::similarity::top_k(&queries, &docs, want, settings.metric);
+    let hits = match &settings.index {
+        None => embedkit_vectors::similarity::top_k(&queries, &docs, want, settings.metric),
+        Some(index) => search_index(embedder, &docs, &queries, want, settings.metric, index)?,
+    };
     let mut run = Run::new();
     for ((qid, _), hits) in ds.queries.iter().zip(hits) {
         let ranked: Vec<(String, f64)> = hits
@@ -335,4 +353,50 @@ pub fn run_retrieval(
         per_query: Some(scores),
         run: Some(run),
     })
+}
+
+/// Writes `docs` into a temporary index with `index`'s precision and searches it.
+fn search_index(
+    embedder: &dyn Embedder,
+    docs: &Embeddings,
+    queries: &Embeddings,
+    top_k: usize,
+    metric: Metric,
+    index: &IndexSearch,
+) -> Result<Vec<Vec<embedkit_vectors::Hit>>, EvalError> {
+    use embedkit_vectors::{
+        CalibrationRanges, Index, IndexSpec, IndexWriter, Precision, SearchOptions,
+    };
+    let fail = |reason: String| EvalError::Index { reason };
+    let needs_ranges =
+        index.precision == Precision::Int8 || index.rescore_precision == Some(Precision::Int8);
+    let ranges = if needs_ranges {
+        Some(CalibrationRanges::from_embeddings(docs).map_err(|e| fail(e.to_string()))?)
+    } else {
+        None
+    };
+    let dir = tempfile::tempdir().map_err(|e| fail(format!("cannot create a temp folder: {e}")))?;
+    let path = dir.path().join("eval.idx");
+    let spec = IndexSpec {
+        model: embedder.name().to_string(),
+        fingerprint: embedder.fingerprint(),
+        precision: index.precision,
+        rescore: index.rescore_precision,
+        metric,
+        dims: docs.dims(),
+        ranges,
+        extra: Default::default(),
+    };
+    let mut writer = IndexWriter::create(&path, spec).map_err(|e| fail(e.to_string()))?;
+    writer.add_unnamed(docs).map_err(|e| fail(e.to_string()))?;
+    writer.finish().map_err(|e| fail(e.to_string()))?;
+    let opened = Index::open(&path).map_err(|e| fail(e.to_string()))?;
+    let opts = SearchOptions {
+        top_k,
+        rescore: index.rescore,
+        ..Default::default()
+    };
+    opened
+        .search(queries, &opts)
+        .map_err(|e| fail(e.to_string()))
 }

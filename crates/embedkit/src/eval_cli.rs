@@ -58,6 +58,16 @@ pub struct EvalArgs {
     /// Similarity used for retrieval.
     #[arg(long, default_value = "cosine")]
     metric: Metric,
+    /// Retrieval through a quantized index (float32, int8 or binary) built like `embedkit index build`, instead
+    /// of exact float search: what quantization costs in nDCG.
+    #[arg(long, value_name = "P")]
+    index_precision: Option<embedkit_vectors::Precision>,
+    /// Binary index: rescore the best rescore × k by Hamming distance with the float query (0: no rescoring).
+    #[arg(long, default_value_t = 4, requires = "index_precision")]
+    rescore: usize,
+    /// Binary index: vectors kept for rescoring.
+    #[arg(long, value_enum, default_value = "int8", requires = "index_precision")]
+    rescore_vectors: crate::vectors_cli::RescoreStore,
     /// Measure throughput, latency and memory of each model too (always on with --report).
     #[arg(long)]
     speed: bool,
@@ -197,6 +207,35 @@ fn parse_task(spec: &str, cfg: &SourceConfig) -> Result<Task> {
     })
 }
 
+/// The index a retrieval task searches, checked like `embedkit index build` checks it.
+fn index_search(
+    precision: embedkit_vectors::Precision,
+    rescore: usize,
+    store: crate::vectors_cli::RescoreStore,
+    metric: Metric,
+) -> Result<embedkit_eval::tasks::IndexSearch> {
+    use crate::vectors_cli::RescoreStore;
+    use embedkit_vectors::Precision;
+    let precision = match precision {
+        Precision::F32 | Precision::Int8 => precision,
+        Precision::Binary | Precision::Ubinary => Precision::Ubinary,
+        p => bail!("--index-precision {p}: an index stores float32, int8 or binary vectors"),
+    };
+    if !matches!(metric, Metric::Cosine | Metric::Dot) {
+        bail!("--metric {metric}: an index ranks by cosine or dot");
+    }
+    let rescore_precision = match (precision, store) {
+        (Precision::Ubinary, RescoreStore::Int8) => Some(Precision::Int8),
+        (Precision::Ubinary, RescoreStore::Float32) => Some(Precision::F32),
+        _ => None,
+    };
+    Ok(embedkit_eval::tasks::IndexSearch {
+        precision,
+        rescore,
+        rescore_precision,
+    })
+}
+
 /// `NAME+int8` → (NAME, int8); a plain name keeps `default`.
 fn split_compute(spec: &str, default: Compute) -> (String, Compute, String) {
     for (suffix, compute) in [("+int8", Compute::Int8), ("+f32", Compute::F32)] {
@@ -256,6 +295,15 @@ pub fn run_eval(
         ks: args.k.clone(),
         ignore_identical_ids: args.ignore_identical_ids,
         metric: args.metric,
+        index: match args.index_precision {
+            None => None,
+            Some(p) => Some(index_search(
+                p,
+                args.rescore,
+                args.rescore_vectors,
+                args.metric,
+            )?),
+        },
     };
     let cache = args.cache.open(&cfg.home)?;
     let measure_speed = args.speed || args.report.is_some();

@@ -49,11 +49,14 @@ fn result<'a>(report: &'a Value, task: &str) -> &'a serde_json::Map<String, Valu
 fn minilm_matches_sentence_transformers_on_every_task() {
     let debian = fixtures().join("eval/debian-desc");
     let retrieval = format!("retrieval:{}", debian.display());
+    let cache = tempfile::tempdir().unwrap();
+    let cache_dir = cache.path().to_str().unwrap();
     let o = embedkit(
         &[
             "eval",
             "-q",
-            "--no-cache",
+            "--cache",
+            cache_dir,
             "--json",
             "-m",
             "all-MiniLM-L6-v2",
@@ -109,6 +112,47 @@ fn minilm_matches_sentence_transformers_on_every_task() {
     }
     let models = report["models"].as_array().unwrap();
     assert_eq!(models[0]["dims"], 384);
+
+    // Binary index + rescoring 4×k with int8 vectors, on the cached vectors: ≥ 95% of exact f32 nDCG@10.
+    let exact = got["ndcg@10"].as_f64().unwrap();
+    for (rescore, floor) in [("4", 0.95), ("0", 0.5)] {
+        let o = embedkit(
+            &[
+                "eval",
+                "-q",
+                "--cache",
+                cache_dir,
+                "--json",
+                "-m",
+                "all-MiniLM-L6-v2",
+                "--task",
+                &retrieval,
+                "--index-precision",
+                "binary",
+                "--rescore",
+                rescore,
+            ],
+            None,
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let report: Value = serde_json::from_slice(&o.stdout).unwrap();
+        let binary = result(&report, "debian-desc")["ndcg@10"].as_f64().unwrap();
+        eprintln!(
+            "debian-desc nDCG@10: binary rescore {rescore} {binary:.4}, exact f32 {exact:.4} ({:.1}%)",
+            100.0 * binary / exact
+        );
+        assert!(
+            binary >= floor * exact,
+            "rescore {rescore}: {binary} vs {exact}"
+        );
+        // Rescoring must matter: without it binary ranks by Hamming distance alone.
+        if rescore == "0" {
+            assert!(
+                binary < 0.99 * exact,
+                "Hamming-only ranking {binary} vs {exact}"
+            );
+        }
+    }
 }
 
 #[test]
