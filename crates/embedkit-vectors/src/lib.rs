@@ -8,6 +8,7 @@
 //! * [`similarity`]: cosine, dot, Euclidean and Manhattan on those kernels — pairwise, matrix, top-k.
 //! * [`Index`] / [`IndexWriter`]: the index file (streamed in, renamed into place when complete,
 //!   memory-mapped out) and its exact f32/int8 and binary + rescoring search.
+//! * [`maxsim`](mod@maxsim): late-interaction scoring of token vectors, as `sentence_transformers.util.maxsim`.
 //!
 //! ```
 //! use embedkit_core::Embeddings;
@@ -18,6 +19,7 @@
 //! ```
 
 pub mod index;
+pub mod maxsim;
 pub mod npy;
 pub mod quantize;
 mod search;
@@ -28,6 +30,7 @@ mod topk;
 pub use index::{
     Index, IndexError, IndexMeta, IndexSpec, IndexSummary, IndexWriter, RescoreWith, SearchOptions,
 };
+pub use maxsim::{EMPTY_DOCUMENT_SCORE, MaxSimOptions, maxsim, maxsim_matrix};
 pub use quantize::{
     CalibrationRanges, Precision, QuantizeError, QuantizedEmbeddings, Quantizer, UnknownPrecision,
     dequantize, quantize,
