@@ -3,6 +3,7 @@
 mod cache_cli;
 mod input;
 mod output;
+mod rerank_cli;
 mod vectors_cli;
 
 use anyhow::{Context, Result, bail};
@@ -62,6 +63,8 @@ enum Command {
     },
     /// Search an index with query texts: exact, int8, or binary with rescoring.
     Search(SearchCmd),
+    /// Rank documents against a query: MaxSim over token vectors (late interaction, ColBERT) or cosine.
+    Rerank(rerank_cli::RerankArgs),
     /// Inspect and maintain the vector cache: hits, misses, entries, bytes; clear; prune.
     Cache {
         #[command(subcommand)]
@@ -304,6 +307,7 @@ fn run(cli: Cli) -> Result<()> {
             )?;
             vectors_cli::run_search(&args.search, &model, &args.encode.options(), quiet)
         }
+        Command::Rerank(args) => rerank_cli::run_rerank(&args, quiet),
         Command::Cache { command } => cache_cli::cache_command(
             command,
             &source_config(quiet).home,
