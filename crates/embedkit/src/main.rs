@@ -1,5 +1,6 @@
 //! The `embedkit` command: wires the crates into subcommands. All logic lives in the library crates.
 
+mod analogy_cli;
 mod cache_cli;
 mod input;
 mod output;
@@ -63,6 +64,8 @@ enum Command {
     },
     /// Search an index with query texts: exact, int8, or binary with rescoring.
     Search(SearchCmd),
+    /// Word analogies (king − man + woman) over an embedded vocabulary, or accuracy on questions-words.txt.
+    Analogy(analogy_cli::AnalogyArgs),
     /// Rank documents against a query: MaxSim over token vectors (late interaction, ColBERT) or cosine.
     Rerank(rerank_cli::RerankArgs),
     /// Inspect and maintain the vector cache: hits, misses, entries, bytes; clear; prune.
@@ -307,6 +310,7 @@ fn run(cli: Cli) -> Result<()> {
             )?;
             vectors_cli::run_search(&args.search, &model, &args.encode.options(), quiet)
         }
+        Command::Analogy(args) => analogy_cli::run_analogy(&args, quiet),
         Command::Rerank(args) => rerank_cli::run_rerank(&args, quiet),
         Command::Cache { command } => cache_cli::cache_command(
             command,
