@@ -218,6 +218,20 @@ impl LocalEmbedder {
 
     /// Facts about the model.
     pub fn info(&self) -> ModelInfo {
+        let mut info = self.sentence_info();
+        if let Some(c) = &self.colbert {
+            info.pooling = format!(
+                "none: ColBERT token vectors ({:?} layout; query {} tokens, document ≤ {})",
+                c.layout, c.query_length, c.document_length
+            );
+            info.dense_layers = c.projection.len();
+            info.normalize = true;
+            info.similarity = "maxsim".into();
+        }
+        info
+    }
+
+    fn sentence_info(&self) -> ModelInfo {
         ModelInfo {
             name: self.name.clone(),
             path: self.dir.clone(),
@@ -393,8 +407,8 @@ impl Embedder for LocalEmbedder {
                 ColbertLayout::Stanford => "Stanford",
             };
             return Err(EmbedError::Unsupported(format!(
-                "{} is a ColBERT model ({kind} layout): it gives token vectors (embed --tokens, rerank, \
-                 index build --multi-vector), not one vector per text",
+                "{} is a ColBERT model ({kind} layout): it gives token vectors (embed --tokens, rerank), \
+                 not one vector per text",
                 self.name
             )));
         }
