@@ -33,7 +33,8 @@ pub use analogy::{
     AnalogyError, AnalogyReport, EvaluateOptions, Neighbour, SectionScore, WordVectors,
 };
 pub use index::{
-    Index, IndexError, IndexMeta, IndexSpec, IndexSummary, IndexWriter, RescoreWith, SearchOptions,
+    Index, IndexError, IndexMeta, IndexSpec, IndexSummary, IndexWriter, MultiVectorInfo,
+    RescoreWith, SearchOptions,
 };
 pub use maxsim::{EMPTY_DOCUMENT_SCORE, MaxSimOptions, maxsim, maxsim_matrix};
 pub use quantize::{

@@ -3,6 +3,7 @@
 mod analogy_cli;
 mod cache_cli;
 mod input;
+mod multivector_cli;
 mod output;
 mod rerank_cli;
 mod vectors_cli;
@@ -296,6 +297,14 @@ fn run(cli: Cli) -> Result<()> {
             command: IndexCommand::Build(args),
         } => {
             let model = load_model(&args.model, quiet)?;
+            if args.index.multi_vector {
+                return multivector_cli::run_build(
+                    &args.index,
+                    &model,
+                    &args.encode.options(),
+                    quiet,
+                );
+            }
             vectors_cli::run_index_build(&args.index, &model, &args.encode.options(), quiet)
         }
         Command::Search(args) => {

@@ -191,8 +191,15 @@ fn embed_tokens_of_a_colbert_model_follow_the_query_and_document_roles() {
     for (side, role) in [("queries", "query"), ("documents", "document")] {
         let want = &expected["stanford"][side][1];
         let o = embedkit(&[
-            "embed", "-q", "--no-cache", "--tokens", "--model", model.to_str().unwrap(),
-            "--prompt-name", role, want["text"].as_str().unwrap(),
+            "embed",
+            "-q",
+            "--no-cache",
+            "--tokens",
+            "--model",
+            model.to_str().unwrap(),
+            "--prompt-name",
+            role,
+            want["text"].as_str().unwrap(),
         ]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let got: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -202,7 +209,14 @@ fn embed_tokens_of_a_colbert_model_follow_the_query_and_document_roles() {
             want["vectors"].as_array().unwrap().len()
         );
     }
-    let o = embedkit(&["embed", "-q", "--no-cache", "--model", model.to_str().unwrap(), "x"]);
+    let o = embedkit(&[
+        "embed",
+        "-q",
+        "--no-cache",
+        "--model",
+        model.to_str().unwrap(),
+        "x",
+    ]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("ColBERT model"));
 }
