@@ -29,15 +29,16 @@ impl RelativeBias {
         }
     }
 
-    fn add_to(&self, head: usize, len: usize, scores: &mut [f32]) {
+    /// Adds the bias to `len` query rows of `keys` scores each (`keys ≤ len`).
+    fn add_to(&self, head: usize, len: usize, keys: usize, scores: &mut [f32]) {
         let span = (2 * self.max_len).saturating_sub(1);
         let row_bias = &self.by_distance[head * span..(head + 1) * span];
         for i in 0..len {
             // j − i + max_len − 1 for j = 0 is max_len − 1 − i.
             let start = self.max_len - 1 - i;
-            for (s, b) in scores[i * len..(i + 1) * len]
+            for (s, b) in scores[i * keys..(i + 1) * keys]
                 .iter_mut()
-                .zip(&row_bias[start..start + len])
+                .zip(&row_bias[start..start + keys])
             {
                 *s += b;
             }
@@ -84,9 +85,13 @@ impl CtxPtr {
 
 /// `ctx[t × hidden] = softmax(Q·Kᵀ/√d + bias)·V` per sequence and head, from the fused `qkv[t × 3·hidden]`.
 /// Every (sequence, head) pair is its own parallel task, so a single text still uses all threads.
+///
+/// `key_lens`, when given, limits sequence `s` to attending to its first `key_lens[s]` tokens (every token still
+/// gets an output): an attention mask that is 0 on a tail, as ColBERT's unattended [MASK] query expansion.
 pub(crate) fn attend(
     qkv: &[f32],
     seq_lens: &[usize],
+    key_lens: Option<&[usize]>,
     cfg: &EncoderConfig,
     rel_bias: Option<&RelativeBias>,
     ctx: &mut [f32],
@@ -98,9 +103,13 @@ pub(crate) fn attend(
     let scale = 1.0 / (d as f32).sqrt();
     let mut tasks = Vec::with_capacity(seq_lens.len() * heads);
     let mut start = 0;
-    for &len in seq_lens {
+    for (s, &len) in seq_lens.iter().enumerate() {
+        let keys = key_lens
+            .and_then(|k| k.get(s).copied())
+            .unwrap_or(len)
+            .clamp(1.min(len), len);
         for head in 0..heads {
-            tasks.push((start, len, head));
+            tasks.push((start, len, keys, head));
         }
         start += len;
     }
@@ -110,14 +119,15 @@ pub(crate) fn attend(
         "ctx holds hidden_size values per token"
     );
     let out = CtxPtr(ctx.as_mut_ptr());
-    tasks.par_iter().for_each(|&(start, len, head)| {
+    tasks.par_iter().for_each(|&(start, len, keys, head)| {
         let rows = &qkv[start * 3 * h..(start + len) * 3 * h];
-        let mut scores = vec![0.0f32; len * len];
+        let mut scores = vec![0.0f32; len * keys];
         let mut head_out = vec![0.0f32; len * d];
         if len <= DIRECT_MAX_LEN {
             let task = HeadTask {
                 rows,
                 len,
+                keys,
                 hidden: h,
                 head_dim: d,
                 head,
@@ -129,14 +139,14 @@ pub(crate) fn attend(
             let q = &rows[head * d..];
             let k = &rows[h + head * d..];
             let v = &rows[2 * h + head * d..];
-            matmul_abt(len, len, d, q, 3 * h, k, 3 * h, &mut scores, scale);
+            matmul_abt(len, keys, d, q, 3 * h, k, 3 * h, &mut scores, scale);
             if let Some(bias) = rel_bias {
-                bias.add_to(head, len, &mut scores);
+                bias.add_to(head, len, keys, &mut scores);
             }
-            for row in scores.chunks_exact_mut(len) {
+            for row in scores.chunks_exact_mut(keys.max(1)) {
                 softmax(row);
             }
-            matmul_ab(len, d, len, &scores, v, 3 * h, &mut head_out, d);
+            matmul_ab(len, d, keys, &scores, v, 3 * h, &mut head_out, d);
         }
         for (i, r) in head_out.chunks_exact(d).enumerate() {
             let offset = (start + i) * h + head * d;
@@ -152,6 +162,8 @@ pub(crate) struct HeadTask<'a> {
     /// The sequence's rows of the fused `qkv` matrix.
     rows: &'a [f32],
     len: usize,
+    /// Tokens attended to: the first `keys` of the sequence.
+    keys: usize,
     hidden: usize,
     head_dim: usize,
     head: usize,
@@ -168,37 +180,38 @@ fn attend_direct(task: &HeadTask<'_>, scores: &mut [f32], out: &mut [f32]) {
     let HeadTask {
         rows,
         len,
+        keys,
         hidden: h,
         head_dim: d,
         head,
         scale,
         rel_bias,
     } = *task;
-    let mut kt = vec![0.0f32; d * len];
-    let mut v = vec![0.0f32; len * d];
-    for j in 0..len {
+    let mut kt = vec![0.0f32; d * keys];
+    let mut v = vec![0.0f32; keys * d];
+    for j in 0..keys {
         let row = &rows[j * 3 * h..(j + 1) * 3 * h];
         for (c, &x) in row[h + head * d..h + (head + 1) * d].iter().enumerate() {
-            kt[c * len + j] = x;
+            kt[c * keys + j] = x;
         }
         v[j * d..(j + 1) * d].copy_from_slice(&row[2 * h + head * d..2 * h + (head + 1) * d]);
     }
     for i in 0..len {
         let q = &rows[i * 3 * h + head * d..i * 3 * h + (head + 1) * d];
-        let s = &mut scores[i * len..(i + 1) * len];
+        let s = &mut scores[i * keys..(i + 1) * keys];
         s.fill(0.0);
         for (c, &qc) in q.iter().enumerate() {
             let qc = qc * scale;
-            for (sj, kj) in s.iter_mut().zip(&kt[c * len..(c + 1) * len]) {
+            for (sj, kj) in s.iter_mut().zip(&kt[c * keys..(c + 1) * keys]) {
                 *sj += qc * kj;
             }
         }
     }
     if let Some(bias) = rel_bias {
-        bias.add_to(head, len, scores);
+        bias.add_to(head, len, keys, scores);
     }
     for i in 0..len {
-        let s = &mut scores[i * len..(i + 1) * len];
+        let s = &mut scores[i * keys..(i + 1) * keys];
         softmax(s);
         let o = &mut out[i * d..(i + 1) * d];
         o.fill(0.0);

@@ -305,6 +305,16 @@ impl CpuBackend {
                 batch.type_ids.len()
             )));
         }
+        if let Some(k) = batch.key_lens
+            && (k.len() != batch.seq_lens.len()
+                || k.iter().zip(batch.seq_lens).any(|(&k, &l)| k > l))
+        {
+            return Err(CpuError::MalformedBatch(format!(
+                "{} key lengths for {} sequences, or one longer than its sequence",
+                k.len(),
+                batch.seq_lens.len()
+            )));
+        }
         let cfg = &self.config;
         let (h, inter) = (cfg.hidden_size, cfg.intermediate_size);
         let mut fctx = ForwardContext {
@@ -342,6 +352,7 @@ impl CpuBackend {
             attention::attend(
                 &qkv,
                 batch.seq_lens,
+                batch.key_lens,
                 cfg,
                 rel_bias.as_ref(),
                 &mut ctx,

@@ -9,6 +9,10 @@ pub struct TokenBatch<'a> {
     pub type_ids: &'a [u32],
     /// Length of each sequence; they sum to `input_ids.len()`.
     pub seq_lens: &'a [usize],
+    /// When set, sequence `s` attends only to its first `key_lens[s]` tokens (an attention mask that is 0 on
+    /// a tail; every token still gets an output). ColBERT's [MASK] query expansion without attending to it.
+    /// `None`: every token attends to the whole sequence.
+    pub key_lens: Option<&'a [usize]>,
 }
 
 /// An error from a backend.

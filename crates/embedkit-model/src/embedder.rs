@@ -3,6 +3,7 @@
 use crate::ModelError;
 use crate::backend::{Backend, BackendError, TokenBatch};
 use crate::batch::plan_batches;
+use crate::colbert::{ColbertHead, ColbertLayout, ColbertSpec};
 use crate::config::EncoderConfig;
 use crate::layout::{PostPoolingStep, SentenceTransformerLayout};
 use crate::tokenizer::{Encoded, TextTokenizer};
@@ -66,6 +67,8 @@ pub struct LocalEmbedder {
     backend: Box<dyn Backend>,
     parameters: usize,
     fingerprint: String,
+    /// The projection head and tokenization rules of a ColBERT folder (PyLate or Stanford).
+    colbert: Option<ColbertHead>,
 }
 
 impl LocalEmbedder {
@@ -95,14 +98,23 @@ impl LocalEmbedder {
         let files = SafetensorsFiles::open_dir(&tdir)?;
         let parameters = files.num_parameters();
         let weights = EncoderWeights::load(&files, &config)?;
+        let colbert = ColbertSpec::detect(dir, &layout, &files)?;
         drop(files);
-        let max_tokens = layout
-            .max_seq_length
-            .or_else(|| TextTokenizer::configured_max_length(&tdir))
-            .unwrap_or(usize::MAX)
-            .min(config.max_tokens());
+        // PyLate sets the Transformer's max_seq_length from query/document_length itself.
+        let max_tokens = match &colbert {
+            Some(c) => c.max_tokens(),
+            None => layout
+                .max_seq_length
+                .or_else(|| TextTokenizer::configured_max_length(&tdir))
+                .unwrap_or(usize::MAX),
+        }
+        .min(config.max_tokens());
         let tokenizer = TextTokenizer::load(&tdir, layout.do_lower_case, max_tokens)?;
+        let colbert = colbert.map(|c| c.resolve(dir, &tokenizer)).transpose()?;
         check_dense_widths(&layout, &config)?;
+        if let Some(c) = &colbert {
+            check_projection(c, &config)?;
+        }
         let backend = make_backend(&config, weights).map_err(ModelError::Backend)?;
         // The backend's arithmetic is part of the fingerprint: int8 vectors must never be served from a cache
         // (or searched in an index) as if they were the f32 ones.
@@ -120,7 +132,73 @@ impl LocalEmbedder {
             tokenizer,
             backend,
             parameters,
+            colbert,
         })
+    }
+
+    /// The ColBERT head, when the folder is a PyLate or Stanford ColBERT model.
+    pub fn colbert(&self) -> Option<&ColbertHead> {
+        self.colbert.as_ref()
+    }
+
+    /// Token vectors of a ColBERT model, as PyLate's `encode(is_query=...)`: marker, [MASK] expansion for
+    /// queries, skiplist for documents, projection, L2 normalization (unless `normalize` is `Some(false)`).
+    fn colbert_tokens(
+        &self,
+        head: &ColbertHead,
+        texts: &[&str],
+        options: &EncodeOptions,
+    ) -> Result<Vec<TokenEmbeddings>, EmbedError> {
+        let is_query = options.prompt_name.as_deref() == Some("query");
+        let limit = head.token_limit(is_query, options.max_length);
+        let owned: Vec<String> = texts.iter().map(|t| t.to_string()).collect();
+        let inputs: Vec<_> = self
+            .tokenizer
+            .encode_batch(&owned, Some(limit))
+            .map_err(|(index, message)| EmbedError::Tokenize { index, message })?
+            .into_iter()
+            .map(|e| head.prepare(e.ids, e.type_ids, is_query))
+            .collect();
+        let encoded: Vec<Encoded> = inputs
+            .iter()
+            .map(|c| Encoded {
+                ids: c.ids.clone(),
+                type_ids: c.type_ids.clone(),
+            })
+            .collect();
+        let keys: Vec<usize> = inputs.iter().map(|c| c.keys).collect();
+        let normalize = options.normalize.unwrap_or(true);
+        let hidden = self.config.hidden_size;
+        let dims = head.dims();
+        let mut out: Vec<Option<TokenEmbeddings>> = vec![None; texts.len()];
+        self.run_batches(&encoded, Some(&keys), options, |i, states| {
+            let keep = &inputs[i].keep;
+            let mut data = Vec::with_capacity(keep.len() * dims);
+            for &t in keep {
+                let mut v = states[t * hidden..(t + 1) * hidden].to_vec();
+                for step in &head.projection {
+                    match step {
+                        PostPoolingStep::Dense { linear, activation } => {
+                            v = apply_linear(linear, &v, |x| activation.apply(x));
+                        }
+                        PostPoolingStep::Normalize => l2_normalize(&mut v),
+                    }
+                }
+                if normalize {
+                    l2_normalize(&mut v);
+                }
+                data.extend_from_slice(&v);
+            }
+            out[i] = Some(TokenEmbeddings {
+                token_ids: keep.iter().map(|&t| inputs[i].ids[t]).collect(),
+                vectors: Embeddings::new(data, keep.len(), dims)
+                    .expect("every kept token gets one projected vector"),
+            });
+        })?;
+        Ok(out
+            .into_iter()
+            .map(|t| t.expect("the batch plan covers every text exactly once"))
+            .collect())
     }
 
     /// The encoder's configuration.
@@ -140,6 +218,20 @@ impl LocalEmbedder {
 
     /// Facts about the model.
     pub fn info(&self) -> ModelInfo {
+        let mut info = self.sentence_info();
+        if let Some(c) = &self.colbert {
+            info.pooling = format!(
+                "none: ColBERT token vectors ({:?} layout; query {} tokens, document ≤ {})",
+                c.layout, c.query_length, c.document_length
+            );
+            info.dense_layers = c.projection.len();
+            info.normalize = true;
+            info.similarity = "maxsim".into();
+        }
+        info
+    }
+
+    fn sentence_info(&self) -> ModelInfo {
         ModelInfo {
             name: self.name.clone(),
             path: self.dir.clone(),
@@ -243,6 +335,7 @@ impl LocalEmbedder {
     fn run_batches(
         &self,
         encoded: &[Encoded],
+        key_lens: Option<&[usize]>,
         options: &EncodeOptions,
         mut per_text: impl FnMut(usize, &[f32]),
     ) -> Result<(), EmbedError> {
@@ -258,14 +351,19 @@ impl LocalEmbedder {
         let mut ids = Vec::new();
         let mut types = Vec::new();
         let mut seq_lens = Vec::new();
+        let mut keys = Vec::new();
         for batch in plan_batches(&lengths, batch_size, None) {
             ids.clear();
             types.clear();
             seq_lens.clear();
+            keys.clear();
             for &i in &batch {
                 ids.extend_from_slice(&encoded[i].ids);
                 types.extend_from_slice(&encoded[i].type_ids);
                 seq_lens.push(encoded[i].ids.len());
+                if let Some(k) = key_lens {
+                    keys.push(k[i]);
+                }
             }
             let states = self
                 .backend
@@ -273,6 +371,7 @@ impl LocalEmbedder {
                     input_ids: &ids,
                     type_ids: &types,
                     seq_lens: &seq_lens,
+                    key_lens: key_lens.map(|_| &keys[..]),
                 })
                 .map_err(EmbedError::Backend)?;
             let mut offset = 0;
@@ -291,7 +390,10 @@ impl Embedder for LocalEmbedder {
     }
 
     fn dims(&self) -> usize {
-        self.layout.output_dims(self.config.hidden_size)
+        match &self.colbert {
+            Some(c) => c.dims(),
+            None => self.layout.output_dims(self.config.hidden_size),
+        }
     }
 
     fn fingerprint(&self) -> String {
@@ -299,6 +401,17 @@ impl Embedder for LocalEmbedder {
     }
 
     fn embed(&self, texts: &[&str], options: &EncodeOptions) -> Result<Embeddings, EmbedError> {
+        if let Some(c) = &self.colbert {
+            let kind = match c.layout {
+                ColbertLayout::PyLate => "PyLate",
+                ColbertLayout::Stanford => "Stanford",
+            };
+            return Err(EmbedError::Unsupported(format!(
+                "{} is a ColBERT model ({kind} layout): it gives token vectors (embed --tokens, rerank), \
+                 not one vector per text",
+                self.name
+            )));
+        }
         let dims = self.dims();
         if let Some(d) = options.truncate_dim
             && (d == 0 || d > dims)
@@ -320,7 +433,7 @@ impl Embedder for LocalEmbedder {
         let mut out = vec![0.0f32; texts.len() * out_dims];
         let hidden = self.config.hidden_size;
         let mut pooled = Vec::with_capacity(dims);
-        self.run_batches(&encoded, options, |i, states| {
+        self.run_batches(&encoded, None, options, |i, states| {
             pooled.clear();
             self.layout.pooling.pool(states, hidden, skip, &mut pooled);
             for step in steps {
@@ -345,10 +458,13 @@ impl Embedder for LocalEmbedder {
         texts: &[&str],
         options: &EncodeOptions,
     ) -> Result<Vec<TokenEmbeddings>, EmbedError> {
+        if let Some(head) = &self.colbert {
+            return self.colbert_tokens(head, texts, options);
+        }
         let (encoded, _) = self.tokenize(texts, options)?;
         let hidden = self.config.hidden_size;
         let mut out: Vec<Option<TokenEmbeddings>> = vec![None; texts.len()];
-        self.run_batches(&encoded, options, |i, states| {
+        self.run_batches(&encoded, None, options, |i, states| {
             let n = states.len() / hidden;
             out[i] = Some(TokenEmbeddings {
                 token_ids: encoded[i].ids.clone(),
@@ -401,6 +517,24 @@ fn check_dense_widths(
     Ok(())
 }
 
+/// A ColBERT projection must take the encoder's width, and each Dense step the width before it.
+fn check_projection(head: &ColbertHead, config: &EncoderConfig) -> Result<(), ModelError> {
+    let mut width = config.hidden_size;
+    for s in &head.projection {
+        if let PostPoolingStep::Dense { linear, .. } = s {
+            if linear.weight.shape[1] != width {
+                return Err(ModelError::TensorShape {
+                    name: "ColBERT projection linear.weight".into(),
+                    expected: vec![linear.weight.shape[0], width],
+                    found: linear.weight.shape.clone(),
+                });
+            }
+            width = linear.weight.shape[0];
+        }
+    }
+    Ok(())
+}
+
 fn dir_size(dir: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
@@ -443,7 +577,9 @@ fn fingerprint_folder(dir: &Path, max_tokens: usize) -> Result<String, ModelErro
             .replace('\\', "/");
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
         let is_weights = name.ends_with(".safetensors");
-        let is_config = name.ends_with(".json") || name == "vocab.txt";
+        // artifact.metadata: a Stanford ColBERT checkpoint's query/document lengths and markers.
+        let is_config =
+            name.ends_with(".json") || name == "vocab.txt" || name == "artifact.metadata";
         if !(is_weights || is_config) || name == "README.md" {
             continue;
         }

@@ -1,12 +1,14 @@
 //! Reading embedding models in the HuggingFace / sentence-transformers folder layout and running them:
 //! config.json and modules.json, safetensors weights, the tokenizer, batch planning, pooling, Dense and
 //! Normalize modules, prompts and Matryoshka truncation — everything of `SentenceTransformer.encode` except
-//! the transformer's arithmetic, which a [`Backend`] does.
+//! the transformer's arithmetic, which a [`Backend`] does. ColBERT folders (PyLate, Stanford) load too: their
+//! projection head, markers and query expansion drive [`embedkit_core::Embedder::embed_tokens`].
 //!
 //! The crate knows nothing of HTTP or caches; where a folder comes from is `embedkit-sources`' job.
 
 mod backend;
 mod batch;
+mod colbert;
 mod config;
 mod embedder;
 mod error;
@@ -18,6 +20,7 @@ mod weights;
 
 pub use backend::{Backend, BackendError, TokenBatch};
 pub use batch::plan_batches;
+pub use colbert::{ColbertHead, ColbertLayout};
 pub use config::{Activation, Architecture, EncoderConfig};
 pub use embedder::{DEFAULT_BATCH_SIZE, LocalEmbedder, ModelInfo};
 pub use error::ModelError;

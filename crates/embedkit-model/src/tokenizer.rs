@@ -92,6 +92,27 @@ impl TextTokenizer {
         self.inner.get_vocab_size(true)
     }
 
+    /// The id of `token` (vocabulary or added token), if the tokenizer has it.
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    /// The mask token (`[MASK]` for BERT, `<mask>` for RoBERTa-style vocabularies), if there is one.
+    pub fn mask_token(&self) -> Option<String> {
+        ["[MASK]", "<mask>"]
+            .into_iter()
+            .find(|t| self.inner.token_to_id(t).is_some())
+            .map(String::from)
+    }
+
+    /// The unknown-word token (`[UNK]` or `<unk>`), if there is one.
+    pub fn unk_token(&self) -> Option<String> {
+        ["[UNK]", "<unk>"]
+            .into_iter()
+            .find(|t| self.inner.token_to_id(t).is_some())
+            .map(String::from)
+    }
+
     /// The text exactly as the tokenizer sees it: stripped (and lowercased when the model says so), as
     /// sentence-transformers' Transformer module prepares it.
     pub fn prepare<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {

@@ -8,6 +8,8 @@
 //! * [`similarity`]: cosine, dot, Euclidean and Manhattan on those kernels — pairwise, matrix, top-k.
 //! * [`Index`] / [`IndexWriter`]: the index file (streamed in, renamed into place when complete,
 //!   memory-mapped out) and its exact f32/int8 and binary + rescoring search.
+//! * [`analogy`]: word analogies (gensim's `most_similar` and `evaluate_word_analogies`) over any embedder's vectors.
+//! * [`maxsim`](mod@maxsim): late-interaction scoring of token vectors, as `sentence_transformers.util.maxsim`.
 //!
 //! ```
 //! use embedkit_core::Embeddings;
@@ -17,7 +19,9 @@
 //! assert_eq!(q.as_bytes(), &[0b1000_0000, 0b0110_0000]);
 //! ```
 
+pub mod analogy;
 pub mod index;
+pub mod maxsim;
 pub mod npy;
 pub mod quantize;
 mod search;
@@ -25,9 +29,14 @@ pub mod simd;
 pub mod similarity;
 mod topk;
 
-pub use index::{
-    Index, IndexError, IndexMeta, IndexSpec, IndexSummary, IndexWriter, RescoreWith, SearchOptions,
+pub use analogy::{
+    AnalogyError, AnalogyReport, EvaluateOptions, Neighbour, SectionScore, WordVectors,
 };
+pub use index::{
+    Index, IndexError, IndexMeta, IndexSpec, IndexSummary, IndexWriter, MultiVectorInfo,
+    RescoreWith, SearchOptions,
+};
+pub use maxsim::{EMPTY_DOCUMENT_SCORE, MaxSimOptions, maxsim, maxsim_matrix};
 pub use quantize::{
     CalibrationRanges, Precision, QuantizeError, QuantizedEmbeddings, Quantizer, UnknownPrecision,
     dequantize, quantize,

@@ -1,10 +1,13 @@
 //! The `embedkit` command: wires the crates into subcommands. All logic lives in the library crates.
 
+mod analogy_cli;
 mod cache_cli;
 mod eval_cli;
 mod input;
+mod multivector_cli;
 mod output;
 mod providers_cli;
+mod rerank_cli;
 mod vectors_cli;
 
 use anyhow::{Context, Result, bail};
@@ -67,6 +70,10 @@ enum Command {
     },
     /// Search an index with query texts: exact, int8, or binary with rescoring.
     Search(SearchCmd),
+    /// Word analogies (king − man + woman) over an embedded vocabulary, or accuracy on questions-words.txt.
+    Analogy(analogy_cli::AnalogyArgs),
+    /// Rank documents against a query: MaxSim over token vectors (late interaction, ColBERT) or cosine.
+    Rerank(rerank_cli::RerankArgs),
     /// Inspect and maintain the vector cache: hits, misses, entries, bytes; clear; prune.
     /// Compare models on retrieval (BEIR layout) and similarity tasks: tables, JSON, a report with a plot.
     Eval(eval_cli::EvalArgs),
@@ -307,6 +314,15 @@ fn run(cli: Cli) -> Result<()> {
         Command::Index {
             command: IndexCommand::Build(args),
         } => {
+            if args.index.multi_vector {
+                let model = load_model(&args.model, quiet)?;
+                return multivector_cli::run_build(
+                    &args.index,
+                    &model,
+                    &args.encode.options(),
+                    quiet,
+                );
+            }
             let model = load_embedder(&args.model, quiet)?;
             vectors_cli::run_index_build(&args.index, &*model, &args.encode.options(), quiet)
         }
@@ -372,6 +388,8 @@ fn run(cli: Cli) -> Result<()> {
             )
         }
         Command::Data { command } => eval_cli::run_data(command, &source_config(quiet)),
+        Command::Analogy(args) => analogy_cli::run_analogy(&args, quiet),
+        Command::Rerank(args) => rerank_cli::run_rerank(&args, quiet),
         Command::Cache { command } => cache_cli::cache_command(
             command,
             &source_config(quiet).home,

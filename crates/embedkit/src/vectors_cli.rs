@@ -284,6 +284,10 @@ pub struct IndexBuildArgs {
     /// JSONL field holding the title (optional in each record; empty to ignore titles).
     #[arg(long, default_value = "title")]
     pub title_field: String,
+    /// Store every token vector (late interaction: ColBERT models, or any model's token states) and search
+    /// by MaxSim.
+    #[arg(long)]
+    pub multi_vector: bool,
 }
 
 /// Runs `embedkit index build` with `embedder` and the encode `options` from the model flags.
@@ -440,19 +444,19 @@ fn embed_docs(
 
 /// One document or query: its id (None for .txt input, where ids are line numbers) and text.
 #[derive(Debug, Clone, PartialEq)]
-struct Doc {
-    id: Option<String>,
-    text: String,
+pub(crate) struct Doc {
+    pub(crate) id: Option<String>,
+    pub(crate) text: String,
 }
 
 /// Streams documents from a .txt or JSONL file without reading it whole.
-struct DocReader {
+pub(crate) struct DocReader {
     reader: BufReader<File>,
     name: String,
     jsonl: bool,
     line_no: usize,
-    bytes_read: u64,
-    total_bytes: u64,
+    pub(crate) bytes_read: u64,
+    pub(crate) total_bytes: u64,
     id_field: String,
     text_field: String,
     title_field: String,
@@ -460,7 +464,11 @@ struct DocReader {
 }
 
 impl DocReader {
-    fn open(path: &Path, format: Option<InputFormat>, args: &IndexBuildArgs) -> Result<DocReader> {
+    pub(crate) fn open(
+        path: &Path,
+        format: Option<InputFormat>,
+        args: &IndexBuildArgs,
+    ) -> Result<DocReader> {
         Self::open_with(
             path,
             format,
@@ -500,8 +508,9 @@ impl DocReader {
     }
 
     /// Up to `n` more documents; empty at the end of the file.
-    fn next_batch(&mut self, n: usize) -> Result<Vec<Doc>> {
-        let mut docs = Vec::with_capacity(n);
+    pub(crate) fn next_batch(&mut self, n: usize) -> Result<Vec<Doc>> {
+        // `n` may be usize::MAX ("the whole file", as for --queries): never reserve more than a chunk upfront.
+        let mut docs = Vec::with_capacity(n.min(CHUNK));
         while docs.len() < n {
             self.buf.clear();
             let read = self
@@ -650,15 +659,8 @@ pub fn search_model(args: &SearchArgs) -> Result<(String, embedkit_cpu::Compute)
     Ok((model, compute))
 }
 
-/// Runs `embedkit search` with the query `embedder` (which must be the index's model).
-pub fn run_search(
-    args: &SearchArgs,
-    embedder: &dyn Embedder,
-    options: &EncodeOptions,
-    quiet: bool,
-) -> Result<()> {
-    let index = Index::open(&args.index)?;
-    index.check_model(embedder.name(), &embedder.fingerprint())?;
+/// The queries of `embedkit search`: arguments (ids 0, 1, …) or a .txt/JSONL file.
+pub(crate) fn read_queries(args: &SearchArgs) -> Result<Vec<Doc>> {
     let queries: Vec<Doc> = match &args.queries {
         Some(path) => {
             let mut r = DocReader::open_with(path, None, &args.id_field, &args.text_field, "")?;
@@ -684,6 +686,24 @@ pub fn run_search(
             })
             .collect(),
     };
+    Ok(queries)
+}
+
+/// Runs `embedkit search` with the query `embedder` (which must be the index's model).
+pub fn run_search(
+    args: &SearchArgs,
+    embedder: &dyn Embedder,
+    options: &EncodeOptions,
+    quiet: bool,
+) -> Result<()> {
+    let index = Index::open(&args.index)?;
+    index.check_model(embedder.name(), &embedder.fingerprint())?;
+    let queries = read_queries(args)?;
+    if index.multi_vector().is_some() {
+        return crate::multivector_cli::run_search(
+            args, embedder, options, &index, &queries, quiet,
+        );
+    }
     let meta = index.meta();
     let mut options = options.clone();
     if meta.metric == Metric::Cosine {
@@ -725,7 +745,7 @@ pub fn run_search(
     sink.finish()
 }
 
-fn write_hits(
+pub(crate) fn write_hits(
     w: &mut impl Write,
     format: SearchFormat,
     index: &Index,
@@ -774,7 +794,7 @@ fn write_hits(
 
 // ------------------------------------------------------------------------------------------------- progress
 
-fn progress(len: u64, quiet: bool, verb: &str, unit: &str) -> ProgressBar {
+pub(crate) fn progress(len: u64, quiet: bool, verb: &str, unit: &str) -> ProgressBar {
     // indicatif draws nothing when stderr is not a terminal; --quiet hides it everywhere.
     let target = if quiet {
         ProgressDrawTarget::hidden()
@@ -790,7 +810,7 @@ fn progress(len: u64, quiet: bool, verb: &str, unit: &str) -> ProgressBar {
     bar
 }
 
-fn bytes_style() -> Result<ProgressStyle> {
+pub(crate) fn bytes_style() -> Result<ProgressStyle> {
     ProgressStyle::with_template(
         "{spinner} indexing {bar:40} {percent:>3}% {msg} ({binary_bytes_per_sec}, eta {eta})",
     )
@@ -845,6 +865,7 @@ mod tests {
             id_field: "_id".into(),
             text_field: "text".into(),
             title_field: "title".into(),
+            multi_vector: false,
         }
     }
 

@@ -21,6 +21,15 @@
 //! by [`IndexWriter::finish`], which writes the real header last and renames the file into place. A build
 //! that dies leaves at most a hidden temp file (with a zero header) and never a file at the target path.
 //!
+//! # Multi-vector indexes (version 2)
+//!
+//! A late-interaction index stores every token vector of every document as a row (the same sections,
+//! precisions and quantization), with flags bit 1 set and format version 2, so that a reader that only knows
+//! version 1 refuses it instead of treating tokens as documents. Its ids are per document (`documents + 1`
+//! id offsets), and a token-offset table of `documents + 1` u64 row numbers (0 first, `count` last) follows
+//! the id bytes, 8-aligned; [`IndexMeta::multi_vector`] (inside the checksummed metadata) records where.
+//! Documents are scored by exact MaxSim ([`Index::search_maxsim`]). Version 1 files load as before.
+//!
 //! Binary indexes store the raw `packbits(x > 0)` bytes — sentence-transformers' `ubinary`; its `binary`
 //! is the same bytes XOR 0x80 — so their precision is recorded as `ubinary`.
 
@@ -37,8 +46,14 @@ use std::path::PathBuf;
 
 /// The first 8 bytes of every index file.
 pub const MAGIC: [u8; 8] = *b"EMBKIDX\0";
-/// The format version this crate writes and reads.
+/// The format version of single-vector indexes (written and read).
 pub const FORMAT_VERSION: u32 = 1;
+/// The format version of multi-vector (late-interaction) indexes (written and read).
+pub const MULTI_VECTOR_VERSION: u32 = 2;
+/// Header flag: rows are unit length.
+pub(crate) const FLAG_NORMALIZED: u8 = 1;
+/// Header flag: rows are token vectors of documents (a multi-vector index).
+pub(crate) const FLAG_MULTI_VECTOR: u8 = 2;
 /// Length of the fixed header; the vectors start here (a multiple of 64).
 pub(crate) const HEADER_LEN: usize = 128;
 /// Alignment of the vector sections (a cache line, and enough for any SIMD load).
@@ -75,6 +90,18 @@ pub struct IndexMeta {
     /// Free-form notes from the builder (input file, prompt, options).
     #[serde(default)]
     pub extra: serde_json::Map<String, serde_json::Value>,
+    /// Set for a multi-vector (late-interaction) index: rows are token vectors, ids are per document.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multi_vector: Option<MultiVectorInfo>,
+}
+
+/// The document structure of a multi-vector index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MultiVectorInfo {
+    /// Number of documents.
+    pub documents: usize,
+    /// (offset, length) of the token-offset table: `documents + 1` little-endian u64 row numbers.
+    pub token_offsets: (u64, u64),
 }
 
 mod metric_serde {

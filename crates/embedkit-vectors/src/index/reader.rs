@@ -1,13 +1,16 @@
 //! Opening an index (memory-mapped, validated without reading the vectors) and searching it.
 
 use super::{
-    HEADER_LEN, IndexError, IndexMeta, MAGIC, RawHeader, RescoreWith, SearchOptions, VECTOR_ALIGN,
-    checksum, metric_code, precision_code, precision_from_code, rescore_code,
+    FLAG_MULTI_VECTOR, HEADER_LEN, IndexError, IndexMeta, MAGIC, MultiVectorInfo, RawHeader,
+    RescoreWith, SearchOptions, VECTOR_ALIGN, checksum, metric_code, precision_code,
+    precision_from_code, rescore_code,
 };
+use crate::maxsim::{EMPTY_DOCUMENT_SCORE, maxsim_with};
 use crate::quantize::Precision;
 use crate::search;
 use crate::simd::{self, Kernels};
 use crate::topk::Hit;
+use crate::topk::TopK;
 use embedkit_core::{Embeddings, Metric};
 use memmap2::Mmap;
 use rayon::prelude::*;
@@ -103,14 +106,54 @@ impl Index {
         }
     }
 
-    /// The id of `row`: the stored string, or the row number when the index has no ids.
+    /// The document structure, for a multi-vector index.
+    pub fn multi_vector(&self) -> Option<&MultiVectorInfo> {
+        self.meta.multi_vector.as_ref()
+    }
+
+    /// Number of documents: rows, or the documents of a multi-vector index.
+    pub fn documents(&self) -> usize {
+        self.meta
+            .multi_vector
+            .map_or(self.meta.count, |m| m.documents)
+    }
+
+    /// The token rows of document `doc` of a multi-vector index.
+    pub fn document_rows(&self, doc: usize) -> Result<std::ops::Range<usize>, IndexError> {
+        let Some(m) = self.meta.multi_vector else {
+            return Ok(doc..doc + 1);
+        };
+        let table = &self.map[section(m.token_offsets)];
+        let at = |i: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&table[i * 8..i * 8 + 8]);
+            u64::from_le_bytes(b)
+        };
+        if doc >= m.documents {
+            return Err(IndexError::Invalid {
+                path: self.path.clone(),
+                reason: format!("document {doc} is out of range ({} documents)", m.documents),
+            });
+        }
+        let (start, end) = (at(doc), at(doc + 1));
+        if start > end || end > self.meta.count as u64 {
+            return Err(self.corrupt(format!(
+                "token rows of document {doc} ({start}..{end}) are outside the {} rows",
+                self.meta.count
+            )));
+        }
+        Ok(start as usize..end as usize)
+    }
+
+    /// The id of `row` (of document `row` in a multi-vector index): the stored string, or the row number
+    /// when the index has no ids.
     pub fn id(&self, row: usize) -> Result<String, IndexError> {
-        if row >= self.meta.count {
+        if row >= self.documents() {
             return Err(IndexError::Invalid {
                 path: self.path.clone(),
                 reason: format!(
                     "row {row} is out of range (the index has {} rows)",
-                    self.meta.count
+                    self.documents()
                 ),
             });
         }
@@ -182,6 +225,13 @@ impl Index {
         opts: &SearchOptions,
     ) -> Result<Vec<Vec<Hit>>, IndexError> {
         let dims = self.meta.dims;
+        if self.meta.multi_vector.is_some() {
+            return Err(IndexError::Invalid {
+                path: self.path.clone(),
+                reason: "a multi-vector index is searched with token vectors (search_maxsim)"
+                    .into(),
+            });
+        }
         if queries.rows() > 0 && queries.dims() != dims {
             return Err(IndexError::Dims {
                 path: self.path.clone(),
@@ -205,6 +255,108 @@ impl Index {
             start = end;
         }
         Ok(out)
+    }
+
+    /// Exact MaxSim of every query (its token vectors) against every document of a multi-vector index, the
+    /// `top_k` best documents per query, best first (`Hit::row` is the document number).
+    ///
+    /// Document tokens are scored as stored: f32 rows directly, int8 rows dequantized
+    /// (`(c + 128)·step + min`), binary rows through their stored float32 or int8 rescoring vectors, or as 0/1
+    /// bits when there are none. Query tokens are used as given (ColBERT models normalize them).
+    pub fn search_maxsim(
+        &self,
+        queries: &[Embeddings],
+        top_k: usize,
+    ) -> Result<Vec<Vec<Hit>>, IndexError> {
+        let dims = self.meta.dims;
+        let Some(m) = self.meta.multi_vector else {
+            return Err(IndexError::Invalid {
+                path: self.path.clone(),
+                reason: "search_maxsim needs a multi-vector index".into(),
+            });
+        };
+        for q in queries {
+            if q.rows() > 0 && q.dims() != dims {
+                return Err(IndexError::Dims {
+                    path: self.path.clone(),
+                    expected: dims,
+                    found: q.dims(),
+                });
+            }
+        }
+        let k = simd::active();
+        let (source, prec) = match (self.meta.precision, self.meta.rescore) {
+            (Precision::Ubinary, Some(p)) => (self.header.rescore_vectors, p),
+            (p, _) => (self.header.vectors, p),
+        };
+        let dequant = match prec {
+            Precision::Int8 => {
+                let r = self
+                    .meta
+                    .ranges
+                    .as_ref()
+                    .ok_or_else(|| self.corrupt("int8 vectors without ranges".into()))?;
+                Some((r.steps(), r.min.clone()))
+            }
+            _ => None,
+        };
+        let f32_rows = match prec {
+            Precision::F32 => Some(self.f32_section(source)?),
+            _ => None,
+        };
+        let bytes = &self.map[section(source)];
+        let row_bytes = prec.row_bytes(dims);
+        let ranges = (0..m.documents)
+            .map(|d| self.document_rows(d))
+            .collect::<Result<Vec<_>, _>>()?;
+        // scores[d * nq + q], documents in parallel.
+        let nq = queries.len();
+        let mut scores = vec![0.0f32; m.documents * nq];
+        scores
+            .par_chunks_mut(nq.max(1))
+            .zip(ranges.par_iter())
+            .for_each_init(Vec::new, |buf: &mut Vec<f32>, (out, rows)| {
+                let doc: &[f32] = match (f32_rows, &dequant) {
+                    (Some(all), _) => &all[rows.start * dims..rows.end * dims],
+                    (None, Some((steps, min))) => {
+                        buf.clear();
+                        for &c in bytemuck::cast_slice::<u8, i8>(
+                            &bytes[rows.start * row_bytes..rows.end * row_bytes],
+                        ) {
+                            let j = buf.len() % dims;
+                            buf.push((f32::from(c) + 128.0) * steps[j] + min[j]);
+                        }
+                        buf
+                    }
+                    (None, None) => {
+                        buf.clear();
+                        for row in bytes[rows.start * row_bytes..rows.end * row_bytes]
+                            .chunks_exact(row_bytes)
+                        {
+                            for j in 0..dims {
+                                buf.push(f32::from((row[j / 8] >> (7 - j % 8)) & 1));
+                            }
+                        }
+                        buf
+                    }
+                };
+                for (o, q) in out.iter_mut().zip(queries) {
+                    *o = if rows.is_empty() {
+                        EMPTY_DOCUMENT_SCORE
+                    } else {
+                        maxsim_with(k, q.as_slice(), doc, dims, dims, dims)
+                    };
+                }
+            });
+        Ok((0..nq)
+            .map(|q| {
+                let mut top = TopK::new(top_k);
+                for d in 0..m.documents {
+                    top.push(d, scores[d * nq + q]);
+                }
+                top.into_sorted()
+            })
+            .collect())
     }
 
     /// What a binary search rescores against (`None` for f32/int8 indexes or `rescore = 0`).
@@ -385,11 +537,21 @@ fn validate(path: &Path, map: &[u8]) -> Result<(RawHeader, IndexMeta), IndexErro
     let mut hb = [0u8; HEADER_LEN];
     hb.copy_from_slice(head);
     let h = RawHeader::decode(&hb);
-    if h.version != super::FORMAT_VERSION {
+    let multi = h.flags & FLAG_MULTI_VECTOR != 0;
+    let version_ok = if multi {
+        h.version == super::MULTI_VECTOR_VERSION
+    } else {
+        h.version == super::FORMAT_VERSION
+    };
+    if !version_ok {
         return Err(IndexError::Version {
             path: path.to_path_buf(),
             found: h.version,
-            supported: super::FORMAT_VERSION,
+            supported: if h.version > super::MULTI_VECTOR_VERSION {
+                super::MULTI_VECTOR_VERSION
+            } else {
+                super::FORMAT_VERSION
+            },
         });
     }
     if actual < h.file_len {
@@ -478,11 +640,39 @@ fn validate(path: &Path, map: &[u8]) -> Result<(RawHeader, IndexMeta), IndexErro
     }
     in_file("id offsets", h.id_offsets)?;
     in_file("id bytes", h.id_bytes)?;
-    let want_offsets = if meta.has_ids {
-        (meta.count as u64 + 1) * 8
-    } else {
-        0
+    if multi != meta.multi_vector.is_some() {
+        return Err(corrupt(
+            "the header's multi-vector flag and the metadata disagree".into(),
+        ));
+    }
+    let id_rows = match meta.multi_vector {
+        Some(m) => {
+            in_file("token offsets", m.token_offsets)?;
+            if m.token_offsets.1 != (m.documents as u64 + 1) * 8 || m.token_offsets.0 % 8 != 0 {
+                return Err(corrupt(format!(
+                    "the token offset table ({} bytes at {}) does not fit {} documents",
+                    m.token_offsets.1, m.token_offsets.0, m.documents
+                )));
+            }
+            let table = &map[section(m.token_offsets)];
+            let at = |i: usize| {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&table[i * 8..i * 8 + 8]);
+                u64::from_le_bytes(b)
+            };
+            if at(0) != 0 || at(m.documents) != meta.count as u64 {
+                return Err(corrupt(format!(
+                    "the token offsets run {}..{}, not over the {} rows",
+                    at(0),
+                    at(m.documents),
+                    meta.count
+                )));
+            }
+            m.documents as u64
+        }
+        None => meta.count as u64,
     };
+    let want_offsets = if meta.has_ids { (id_rows + 1) * 8 } else { 0 };
     if h.id_offsets.1 != want_offsets {
         return Err(corrupt(format!(
             "the id offset table has {} bytes, expected {want_offsets}",

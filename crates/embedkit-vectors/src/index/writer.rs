@@ -2,8 +2,8 @@
 //! place only by [`IndexWriter::finish`].
 
 use super::{
-    HEADER_LEN, IndexError, IndexMeta, RawHeader, VECTOR_ALIGN, checksum, metric_code,
-    precision_code, rescore_code,
+    FLAG_MULTI_VECTOR, FLAG_NORMALIZED, HEADER_LEN, IndexError, IndexMeta, MultiVectorInfo,
+    RawHeader, VECTOR_ALIGN, checksum, metric_code, precision_code, rescore_code,
 };
 use crate::quantize::{CalibrationRanges, Precision, Quantizer};
 use embedkit_core::{Embeddings, Metric};
@@ -35,8 +35,10 @@ pub struct IndexSpec {
 /// What [`IndexWriter::finish`] wrote.
 #[derive(Debug, Clone, PartialEq)]
 pub struct IndexSummary {
-    /// Rows written.
+    /// Rows written (token vectors in a multi-vector index).
     pub count: usize,
+    /// Documents written (equal to `count` in a single-vector index).
+    pub documents: usize,
     /// Total file size in bytes.
     pub file_bytes: u64,
     /// Bytes of the primary vectors.
@@ -67,6 +69,8 @@ pub struct IndexWriter {
     rescore_bytes: u64,
     buf: Vec<u8>,
     row: Vec<f32>,
+    /// A multi-vector index: the spooled token-offset table and the documents so far.
+    multi: Option<(BufWriter<File>, u64)>,
 }
 
 /// Squared norm tolerance within which a row already counts as unit length and is stored untouched (so an
@@ -161,6 +165,7 @@ impl IndexWriter {
             normalized: spec.metric == Metric::Cosine,
             ranges: if uses_ranges { spec.ranges } else { None },
             has_ids: false,
+            multi_vector: None,
             created_by: format!("embedkit-vectors {}", env!("CARGO_PKG_VERSION")),
             extra: spec.extra,
         };
@@ -178,7 +183,47 @@ impl IndexWriter {
             rescore_bytes: 0,
             buf: Vec::new(),
             row: Vec::new(),
+            multi: None,
         })
+    }
+
+    /// Starts a multi-vector (late-interaction) index: documents are added with
+    /// [`IndexWriter::add_document`], each with its token vectors.
+    pub fn create_multi_vector(
+        path: impl AsRef<Path>,
+        spec: IndexSpec,
+    ) -> Result<IndexWriter, IndexError> {
+        let mut w = Self::create(path, spec)?;
+        let mut ends = BufWriter::with_capacity(
+            1 << 16,
+            tempfile::tempfile_in(&w.dir).map_err(w.io("create a temp file for"))?,
+        );
+        ends.write_all(&0u64.to_le_bytes()).map_err(w.io("write"))?;
+        w.multi = Some((ends, 0));
+        Ok(w)
+    }
+
+    /// Appends one document of a multi-vector index: its id and its token vectors (possibly none).
+    pub fn add_document(&mut self, id: &str, tokens: &Embeddings) -> Result<(), IndexError> {
+        if self.multi.is_none() {
+            return Err(IndexError::Invalid {
+                path: self.path.clone(),
+                reason: "add_document needs an index made by create_multi_vector".into(),
+            });
+        }
+        self.add_rows(&[id], tokens, true)?;
+        let count = self.count;
+        let path = &self.path;
+        if let Some((ends, docs)) = self.multi.as_mut() {
+            ends.write_all(&count.to_le_bytes())
+                .map_err(|source| IndexError::Io {
+                    path: path.clone(),
+                    action: "write",
+                    source,
+                })?;
+            *docs += 1;
+        }
+        Ok(())
     }
 
     /// The metadata so far.
@@ -189,6 +234,11 @@ impl IndexWriter {
     /// Rows added so far.
     pub fn len(&self) -> usize {
         self.count as usize
+    }
+
+    /// Documents added so far (rows, in a single-vector index).
+    pub fn documents(&self) -> usize {
+        self.multi.as_ref().map_or(self.count, |(_, d)| *d) as usize
     }
 
     /// `true` before the first row.
@@ -210,7 +260,20 @@ impl IndexWriter {
         ids: &[S],
         vectors: &Embeddings,
     ) -> Result<(), IndexError> {
-        if ids.len() != vectors.rows() {
+        self.add_rows(ids, vectors, false)
+    }
+
+    /// `add`, or (with `document`) one id for all of `vectors`, a multi-vector document.
+    fn add_rows<S: AsRef<str>>(
+        &mut self,
+        ids: &[S],
+        vectors: &Embeddings,
+        document: bool,
+    ) -> Result<(), IndexError> {
+        if !document && self.multi.is_some() {
+            return Err(self.multi_only());
+        }
+        if !document && ids.len() != vectors.rows() {
             return Err(IndexError::Invalid {
                 path: self.path.clone(),
                 reason: format!("{} ids for {} vectors", ids.len(), vectors.rows()),
@@ -258,8 +321,18 @@ impl IndexWriter {
 
     /// Appends rows whose ids are their row numbers (`"0"`, `"1"`, …), storing no id table.
     pub fn add_unnamed(&mut self, vectors: &Embeddings) -> Result<(), IndexError> {
+        if self.multi.is_some() {
+            return Err(self.multi_only());
+        }
         self.set_named(false)?;
         self.write_vectors(vectors)
+    }
+
+    fn multi_only(&self) -> IndexError {
+        IndexError::Invalid {
+            path: self.path.clone(),
+            reason: "a multi-vector index takes whole documents (add_document)".into(),
+        }
     }
 
     fn set_named(&mut self, named: bool) -> Result<(), IndexError> {
@@ -342,14 +415,27 @@ impl IndexWriter {
             .map_err(|e| io("write")(e.into_error()))?;
         let f = tmp.as_file_mut();
         let mut pos = HEADER_LEN as u64 + self.vector_bytes;
+        let documents = self.multi.as_ref().map_or(self.count, |(_, d)| *d);
         let mut header = RawHeader {
-            version: super::FORMAT_VERSION,
+            version: if self.multi.is_some() {
+                super::MULTI_VECTOR_VERSION
+            } else {
+                super::FORMAT_VERSION
+            },
             count: self.count,
             dims: self.meta.dims as u32,
             precision: precision_code(self.meta.precision),
             rescore: rescore_code(self.meta.rescore),
             metric: metric_code(self.meta.metric),
-            flags: u8::from(self.meta.normalized),
+            flags: if self.meta.normalized {
+                FLAG_NORMALIZED
+            } else {
+                0
+            } | if self.multi.is_some() {
+                FLAG_MULTI_VECTOR
+            } else {
+                0
+            },
             vectors: (HEADER_LEN as u64, self.vector_bytes),
             ..RawHeader::default()
         };
@@ -361,7 +447,7 @@ impl IndexWriter {
         }
         if let Some(spool) = self.ids.take() {
             pos = pad_to(f, pos, 8).map_err(io("write"))?;
-            let offsets_len = (self.count + 1) * 8;
+            let offsets_len = (documents + 1) * 8;
             let mut off = spool
                 .offsets
                 .into_inner()
@@ -374,6 +460,16 @@ impl IndexWriter {
                 .map_err(|e| io("write")(e.into_error()))?;
             header.id_bytes = (pos, spool.total);
             pos += append(f, &mut bytes, spool.total).map_err(io("write"))?;
+        }
+        if let Some((ends, docs)) = self.multi.take() {
+            pos = pad_to(f, pos, 8).map_err(io("write"))?;
+            let mut src = ends.into_inner().map_err(|e| io("write")(e.into_error()))?;
+            let len = (docs + 1) * 8;
+            self.meta.multi_vector = Some(MultiVectorInfo {
+                documents: docs as usize,
+                token_offsets: (pos, len),
+            });
+            pos += append(f, &mut src, len).map_err(io("write"))?;
         }
         let meta = serde_json::to_vec(&self.meta).map_err(|e| IndexError::Invalid {
             path: path.clone(),
@@ -397,6 +493,7 @@ impl IndexWriter {
         }
         Ok(IndexSummary {
             count: self.count as usize,
+            documents: documents as usize,
             file_bytes: pos,
             vector_bytes: self.vector_bytes,
         })
