@@ -80,6 +80,7 @@ fn table_columns(kind: &str) -> Vec<&'static str> {
             "recall@100",
             "recall@1000",
         ],
+        "analogy" => vec!["accuracy", "questions", "oov"],
         _ => vec![
             "spearman",
             "pearson",

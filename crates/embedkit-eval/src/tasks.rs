@@ -54,6 +54,12 @@ pub enum Task {
         /// The folder.
         dir: PathBuf,
     },
+    /// Word analogies in word2vec's questions-words.txt format ("king − man + woman ≈ queen"), scored like gensim's
+    /// `evaluate_word_analogies` over the vocabulary of the questions' own words.
+    Analogy {
+        /// The questions file.
+        path: PathBuf,
+    },
     /// Word pairs with human similarity (WordSim-353, SimLex-999 …).
     WordPairs {
         /// Short name for reports (`wordsim`, `simlex`).
@@ -88,6 +94,7 @@ impl Task {
             }
             Task::Sts { path } => stem(path),
             Task::Lee { .. } => "lee".to_string(),
+            Task::Analogy { .. } => "analogy".to_string(),
             Task::WordPairs { name, .. } => name.clone(),
         }
     }
@@ -96,6 +103,7 @@ impl Task {
     pub fn main_metric(&self) -> &'static str {
         match self {
             Task::Retrieval { .. } => "ndcg@10",
+            Task::Analogy { .. } => "accuracy",
             _ => "spearman",
         }
     }
@@ -227,6 +235,7 @@ pub fn run_task(
             result.encode_seconds = seconds;
             Ok(result)
         }
+        Task::Analogy { path } => run_analogy(embedder, path, &settings.query, task, progress),
         Task::WordPairs { path, .. } => {
             let pairs = load_word_pairs(path)?;
             run_pairs(
@@ -399,4 +408,56 @@ fn search_index(
     opened
         .search(queries, &opts)
         .map_err(|e| fail(e.to_string()))
+}
+
+/// Analogy accuracy: every distinct word of the questions is embedded once and is a candidate answer.
+fn run_analogy(
+    embedder: &dyn Embedder,
+    path: &Path,
+    options: &EncodeOptions,
+    task: &Task,
+    progress: &dyn Progress,
+) -> Result<TaskResult, EvalError> {
+    let text = std::fs::read_to_string(path).map_err(|e| EvalError::io(path, e))?;
+    let mut seen = std::collections::HashSet::new();
+    let words: Vec<String> = text
+        .lines()
+        .filter(|l| !l.starts_with(": "))
+        .filter(|l| l.split_whitespace().count() == 4)
+        .flat_map(str::split_whitespace)
+        .filter(|w| seen.insert(w.to_string()))
+        .map(str::to_string)
+        .collect();
+    if words.is_empty() {
+        return Err(EvalError::dataset(
+            path,
+            "no analogy questions (lines of four words)",
+        ));
+    }
+    let refs: Vec<&str> = words.iter().map(String::as_str).collect();
+    let started = Instant::now();
+    let vectors = encode_all(embedder, &refs, options, "analogy words", progress)?;
+    let seconds = started.elapsed().as_secs_f64();
+    let fail = |e: embedkit_vectors::AnalogyError| EvalError::dataset(path, e.to_string());
+    let vocab = embedkit_vectors::WordVectors::new(words.clone(), vectors).map_err(fail)?;
+    let report = vocab
+        .evaluate(&text, embedkit_vectors::EvaluateOptions::default())
+        .map_err(fail)?;
+    let mut metrics = BTreeMap::new();
+    metrics.insert("accuracy".to_string(), report.total.accuracy());
+    metrics.insert("questions".to_string(), report.questions as f64);
+    metrics.insert("oov".to_string(), report.oov as f64);
+    for section in &report.sections {
+        metrics.insert(format!("accuracy:{}", section.section), section.accuracy());
+    }
+    Ok(TaskResult {
+        task: task.name(),
+        kind: "analogy",
+        main_metric: "accuracy",
+        metrics,
+        texts: words.len(),
+        encode_seconds: seconds,
+        per_query: None,
+        run: None,
+    })
 }

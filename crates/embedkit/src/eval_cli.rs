@@ -22,7 +22,8 @@ pub struct EvalArgs {
     #[arg(long, short, required = true)]
     model: Vec<String>,
     /// Tasks (repeat): retrieval:DIR[@SPLIT] (BEIR layout), sts:FILE (TSV/CSV/JSONL pairs with scores), lee,
-    /// wordsim, simlex (gensim's data, fetched on first use), or lee:DIR, wordsim:FILE, simlex:FILE.
+    /// wordsim, simlex, analogy (gensim's data, fetched on first use), or lee:DIR, wordsim:FILE, simlex:FILE,
+    /// analogy:FILE.
     #[arg(long, short, required = true, value_name = "TASK")]
     task: Vec<String>,
     /// Worker threads (default: all cores).
@@ -187,6 +188,12 @@ fn parse_task(spec: &str, cfg: &SourceConfig) -> Result<Task> {
                 None => gensim_dir(cfg)?,
             },
         },
+        "analogy" => Task::Analogy {
+            path: match arg {
+                Some(a) => PathBuf::from(a),
+                None => gensim_dir(cfg)?.join("questions-words.txt"),
+            },
+        },
         "wordsim" | "simlex" => {
             let file = if kind == "wordsim" {
                 "wordsim353.tsv"
@@ -202,7 +209,7 @@ fn parse_task(spec: &str, cfg: &SourceConfig) -> Result<Task> {
             }
         }
         other => bail!(
-            "unknown task kind '{other}' in '{spec}': use retrieval:DIR, sts:FILE, lee, wordsim or simlex"
+            "unknown task kind '{other}' in '{spec}': use retrieval:DIR, sts:FILE, lee, wordsim, simlex or analogy"
         ),
     })
 }

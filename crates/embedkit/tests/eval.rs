@@ -359,3 +359,46 @@ fn data_fetch_is_verified_and_idempotent() {
         .collect();
     assert!(leftovers.is_empty());
 }
+
+#[test]
+fn analogy_task_agrees_with_the_analogy_command() {
+    let questions = fixtures().join("analogy/questions.txt");
+    let q = questions.to_str().unwrap();
+    let task = format!("analogy:{q}");
+    let o = embedkit(
+        &[
+            "eval",
+            "-q",
+            "--no-cache",
+            "--json",
+            "-m",
+            "all-MiniLM-L6-v2",
+            "--task",
+            &task,
+        ],
+        None,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let got = result(&report, "analogy");
+    let o = embedkit(
+        &["analogy", "-q", "--no-cache", "--json", "--questions", q],
+        None,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let cli: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(got["accuracy"], cli["accuracy"]);
+    assert_eq!(got["questions"].as_f64(), cli["questions"].as_f64());
+    for section in cli["sections"].as_array().unwrap() {
+        let name = section["section"].as_str().unwrap();
+        let (c, i) = (
+            section["correct"].as_f64().unwrap(),
+            section["incorrect"].as_f64().unwrap(),
+        );
+        assert_eq!(
+            got[&format!("accuracy:{name}")].as_f64().unwrap(),
+            c / (c + i),
+            "{name}"
+        );
+    }
+}
