@@ -63,7 +63,7 @@ pub struct LocalEmbedder {
     config: EncoderConfig,
     layout: SentenceTransformerLayout,
     tokenizer: TextTokenizer,
-    backend: Box<dyn Backend>,
+    pub(crate) backend: Box<dyn Backend>,
     parameters: usize,
     fingerprint: String,
 }
@@ -178,7 +178,10 @@ impl LocalEmbedder {
 
     /// The prompt to prepend, as sentence-transformers picks it: an explicit prompt, else the named one, else
     /// the model's default.
-    fn resolve_prompt(&self, options: &EncodeOptions) -> Result<Option<String>, EmbedError> {
+    pub(crate) fn resolve_prompt(
+        &self,
+        options: &EncodeOptions,
+    ) -> Result<Option<String>, EmbedError> {
         if let Some(p) = &options.prompt {
             return Ok((!p.is_empty()).then(|| p.clone()));
         }
@@ -210,7 +213,7 @@ impl LocalEmbedder {
 
     /// Tokenizes the texts with the prompt applied; returns the encodings and how many leading tokens pooling
     /// skips (non-zero only when the pooling config excludes the prompt).
-    fn tokenize(
+    pub(crate) fn tokenize(
         &self,
         texts: &[&str],
         options: &EncodeOptions,
@@ -363,7 +366,7 @@ impl Embedder for LocalEmbedder {
     }
 }
 
-fn apply_linear(linear: &Linear, x: &[f32], act: impl Fn(f32) -> f32) -> Vec<f32> {
+pub(crate) fn apply_linear(linear: &Linear, x: &[f32], act: impl Fn(f32) -> f32) -> Vec<f32> {
     let inp = linear.weight.shape[1];
     linear
         .weight

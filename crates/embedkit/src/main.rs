@@ -3,6 +3,7 @@
 mod cache_cli;
 mod input;
 mod output;
+mod serve_cli;
 mod vectors_cli;
 
 use anyhow::{Context, Result, bail};
@@ -67,6 +68,8 @@ enum Command {
         #[command(subcommand)]
         command: cache_cli::CacheCommand,
     },
+    /// Serve models over HTTP: OpenAI- and TEI-compatible routes with cross-request batching.
+    Serve(serve_cli::ServeArgs),
 }
 
 #[derive(Subcommand)]
@@ -309,6 +312,7 @@ fn run(cli: Cli) -> Result<()> {
             &source_config(quiet).home,
             &mut std::io::stdout().lock(),
         ),
+        Command::Serve(args) => serve_cli::run_serve(args, quiet),
     }
 }
 
