@@ -64,7 +64,7 @@ pub struct LocalEmbedder {
     config: EncoderConfig,
     layout: SentenceTransformerLayout,
     tokenizer: TextTokenizer,
-    backend: Box<dyn Backend>,
+    pub(crate) backend: Box<dyn Backend>,
     parameters: usize,
     fingerprint: String,
     /// The projection head and tokenization rules of a ColBERT folder (PyLate or Stanford).
@@ -270,7 +270,10 @@ impl LocalEmbedder {
 
     /// The prompt to prepend, as sentence-transformers picks it: an explicit prompt, else the named one, else
     /// the model's default.
-    fn resolve_prompt(&self, options: &EncodeOptions) -> Result<Option<String>, EmbedError> {
+    pub(crate) fn resolve_prompt(
+        &self,
+        options: &EncodeOptions,
+    ) -> Result<Option<String>, EmbedError> {
         if let Some(p) = &options.prompt {
             return Ok((!p.is_empty()).then(|| p.clone()));
         }
@@ -302,7 +305,7 @@ impl LocalEmbedder {
 
     /// Tokenizes the texts with the prompt applied; returns the encodings and how many leading tokens pooling
     /// skips (non-zero only when the pooling config excludes the prompt).
-    fn tokenize(
+    pub(crate) fn tokenize(
         &self,
         texts: &[&str],
         options: &EncodeOptions,
@@ -479,7 +482,7 @@ impl Embedder for LocalEmbedder {
     }
 }
 
-fn apply_linear(linear: &Linear, x: &[f32], act: impl Fn(f32) -> f32) -> Vec<f32> {
+pub(crate) fn apply_linear(linear: &Linear, x: &[f32], act: impl Fn(f32) -> f32) -> Vec<f32> {
     let inp = linear.weight.shape[1];
     linear
         .weight

@@ -15,6 +15,7 @@ mod error;
 mod files;
 mod layout;
 mod pooling;
+mod prepared;
 mod tokenizer;
 mod weights;
 
@@ -26,5 +27,6 @@ pub use embedder::{DEFAULT_BATCH_SIZE, LocalEmbedder, ModelInfo};
 pub use error::ModelError;
 pub use layout::{DenseActivation, PostPoolingStep, SentenceTransformerLayout};
 pub use pooling::{PoolingConfig, PoolingMode};
+pub use prepared::{PreparedText, TokenInfo};
 pub use tokenizer::{Encoded, TextTokenizer};
 pub use weights::{EncoderWeights, LayerNorm, LayerWeights, Linear, SafetensorsFiles, Tensor};

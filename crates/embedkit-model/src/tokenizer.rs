@@ -87,6 +87,11 @@ impl TextTokenizer {
         self.max_length
     }
 
+    /// The HF tokenizer underneath, for callers in this crate that need more than ids (overflow, offsets).
+    pub(crate) fn raw(&self) -> &Tokenizer {
+        &self.inner
+    }
+
     /// Vocabulary size including added tokens.
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)

@@ -8,6 +8,7 @@ mod multivector_cli;
 mod output;
 mod providers_cli;
 mod rerank_cli;
+mod serve_cli;
 mod vectors_cli;
 
 use anyhow::{Context, Result, bail};
@@ -86,6 +87,8 @@ enum Command {
         #[command(subcommand)]
         command: cache_cli::CacheCommand,
     },
+    /// Serve models over HTTP: OpenAI- and TEI-compatible routes with cross-request batching.
+    Serve(serve_cli::ServeArgs),
 }
 
 #[derive(Subcommand)]
@@ -395,6 +398,7 @@ fn run(cli: Cli) -> Result<()> {
             &source_config(quiet).home,
             &mut std::io::stdout().lock(),
         ),
+        Command::Serve(args) => serve_cli::run_serve(args, quiet),
     }
 }
 
