@@ -3,6 +3,7 @@
 mod cache_cli;
 mod input;
 mod output;
+mod train_cli;
 mod vectors_cli;
 
 use anyhow::{Context, Result, bail};
@@ -67,6 +68,8 @@ enum Command {
         #[command(subcommand)]
         command: cache_cli::CacheCommand,
     },
+    /// Fine-tune a model on pairs or triplets and save it in the sentence-transformers layout.
+    Train(Box<train_cli::TrainArgs>),
 }
 
 #[derive(Subcommand)]
@@ -309,6 +312,7 @@ fn run(cli: Cli) -> Result<()> {
             &source_config(quiet).home,
             &mut std::io::stdout().lock(),
         ),
+        Command::Train(args) => train_cli::run_train(*args, quiet),
     }
 }
 
