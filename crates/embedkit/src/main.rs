@@ -9,6 +9,7 @@ mod output;
 mod providers_cli;
 mod rerank_cli;
 mod serve_cli;
+mod train_cli;
 mod vectors_cli;
 
 use anyhow::{Context, Result, bail};
@@ -89,6 +90,8 @@ enum Command {
     },
     /// Serve models over HTTP: OpenAI- and TEI-compatible routes with cross-request batching.
     Serve(serve_cli::ServeArgs),
+    /// Fine-tune a model on pairs or triplets and save it in the sentence-transformers layout.
+    Train(Box<train_cli::TrainArgs>),
 }
 
 #[derive(Subcommand)]
@@ -399,6 +402,7 @@ fn run(cli: Cli) -> Result<()> {
             &mut std::io::stdout().lock(),
         ),
         Command::Serve(args) => serve_cli::run_serve(args, quiet),
+        Command::Train(args) => train_cli::run_train(*args, quiet),
     }
 }
 
