@@ -419,15 +419,7 @@ fn run_analogy(
     progress: &dyn Progress,
 ) -> Result<TaskResult, EvalError> {
     let text = std::fs::read_to_string(path).map_err(|e| EvalError::io(path, e))?;
-    let mut seen = std::collections::HashSet::new();
-    let words: Vec<String> = text
-        .lines()
-        .filter(|l| !l.starts_with(": "))
-        .filter(|l| l.split_whitespace().count() == 4)
-        .flat_map(str::split_whitespace)
-        .filter(|w| seen.insert(w.to_string()))
-        .map(str::to_string)
-        .collect();
+    let words = embedkit_vectors::question_words(&text);
     if words.is_empty() {
         return Err(EvalError::dataset(
             path,

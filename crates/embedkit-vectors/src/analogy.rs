@@ -114,6 +114,19 @@ pub struct AnalogyReport {
 /// Questions scored per block: one `dot_many` call of the block's query vectors against the candidates.
 const QUERY_BLOCK: usize = 64;
 
+/// The distinct words of a questions file (lines of four words; `: section` lines skipped), in order of first
+/// appearance: the vocabulary when none is given.
+pub fn question_words(text: &str) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    text.lines()
+        .filter(|l| !l.starts_with(": "))
+        .filter(|l| l.split_whitespace().count() == 4)
+        .flat_map(str::split_whitespace)
+        .filter(|w| seen.insert(w.to_string()))
+        .map(str::to_string)
+        .collect()
+}
+
 impl WordVectors {
     /// Words and their vectors (one row each); rows are scaled to unit length here.
     pub fn new(words: Vec<String>, mut vectors: Embeddings) -> Result<Self, AnalogyError> {

@@ -31,6 +31,7 @@ mod topk;
 
 pub use analogy::{
     AnalogyError, AnalogyReport, EvaluateOptions, Neighbour, SectionScore, WordVectors,
+    question_words,
 };
 pub use index::{
     Index, IndexError, IndexMeta, IndexSpec, IndexSummary, IndexWriter, MultiVectorInfo,

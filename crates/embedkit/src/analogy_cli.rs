@@ -70,18 +70,6 @@ fn vocab_words(text: &str, path: &str) -> Result<Vec<String>> {
     Ok(words)
 }
 
-/// The words of a questions file in first-appearance order (the vocabulary when none is given).
-fn question_words(text: &str) -> Vec<String> {
-    let mut seen = std::collections::HashSet::new();
-    text.lines()
-        .filter(|l| !l.starts_with(": "))
-        .filter(|l| l.split_whitespace().count() == 4)
-        .flat_map(str::split_whitespace)
-        .filter(|w| seen.insert(w.to_string()))
-        .map(str::to_string)
-        .collect()
-}
-
 /// Runs `embedkit analogy`.
 pub fn run_analogy(args: &AnalogyArgs, quiet: bool) -> Result<()> {
     if args.questions.is_none() && args.positive.is_empty() && args.negative.is_empty() {
@@ -97,7 +85,7 @@ pub fn run_analogy(args: &AnalogyArgs, quiet: bool) -> Result<()> {
         .transpose()?;
     let words = match (&args.vocab, &questions) {
         (Some(path), _) => vocab_words(&read_file(path, "vocabulary")?, path)?,
-        (None, Some(q)) => question_words(q),
+        (None, Some(q)) => embedkit_vectors::question_words(q),
         (None, None) => {
             bail!("--positive/--negative need --vocab FILE (candidate words, one a line)")
         }

@@ -221,21 +221,11 @@ fn index_search(
     store: crate::vectors_cli::RescoreStore,
     metric: Metric,
 ) -> Result<embedkit_eval::tasks::IndexSearch> {
-    use crate::vectors_cli::RescoreStore;
-    use embedkit_vectors::Precision;
-    let precision = match precision {
-        Precision::F32 | Precision::Int8 => precision,
-        Precision::Binary | Precision::Ubinary => Precision::Ubinary,
-        p => bail!("--index-precision {p}: an index stores float32, int8 or binary vectors"),
-    };
+    let (precision, rescore_precision) =
+        crate::vectors_cli::index_precisions("--index-precision", precision, store)?;
     if !matches!(metric, Metric::Cosine | Metric::Dot) {
         bail!("--metric {metric}: an index ranks by cosine or dot");
     }
-    let rescore_precision = match (precision, store) {
-        (Precision::Ubinary, RescoreStore::Int8) => Some(Precision::Int8),
-        (Precision::Ubinary, RescoreStore::Float32) => Some(Precision::F32),
-        _ => None,
-    };
     Ok(embedkit_eval::tasks::IndexSearch {
         precision,
         rescore,
@@ -255,14 +245,6 @@ fn split_compute(spec: &str, default: Compute) -> (String, Compute, String) {
         }
     }
     (spec.to_string(), default, spec.to_string())
-}
-
-/// Resident memory now (Linux VmRSS), for the memory a model adds when loaded.
-fn current_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
 }
 
 /// Runs `embedkit eval`. `load` loads a model spec with a compute mode.
@@ -317,11 +299,11 @@ pub fn run_eval(
     let mut report = EvalReport::default();
     for spec in &args.model {
         let (name, compute, label) = split_compute(spec, Compute::F32);
-        let rss_before = current_rss_bytes();
+        let rss_before = embedkit_eval::speed::current_rss_bytes();
         let loaded = load(&name, compute)?;
         let model = loaded.embedder;
         let memory = rss_before
-            .zip(current_rss_bytes())
+            .zip(embedkit_eval::speed::current_rss_bytes())
             .map(|(a, b)| b.saturating_sub(a));
         let cached = cache_cli::with_cache(model.clone(), cache.clone());
         let bars = Bars {

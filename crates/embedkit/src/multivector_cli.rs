@@ -6,8 +6,7 @@
 use crate::CHUNK;
 use crate::output::Sink;
 use crate::vectors_cli::{
-    Doc, DocReader, IndexBuildArgs, RescoreStore, SearchArgs, SearchFormat, bytes_style, progress,
-    write_hits,
+    Doc, DocReader, IndexBuildArgs, SearchArgs, SearchFormat, bytes_style, progress, write_hits,
 };
 use anyhow::{Result, bail};
 use embedkit_core::{Embedder, Embeddings, EncodeOptions, Metric};
@@ -45,16 +44,8 @@ pub fn run_build(
     options: &EncodeOptions,
     quiet: bool,
 ) -> Result<()> {
-    let precision = match args.precision {
-        Precision::F32 | Precision::Int8 => args.precision,
-        Precision::Binary | Precision::Ubinary => Precision::Ubinary,
-        p => bail!("--precision {p}: an index stores float32, int8 or binary vectors"),
-    };
-    let rescore = match (precision, args.rescore_vectors) {
-        (Precision::Ubinary, RescoreStore::Int8) => Some(Precision::Int8),
-        (Precision::Ubinary, RescoreStore::Float32) => Some(Precision::F32),
-        _ => None,
-    };
+    let (precision, rescore) =
+        crate::vectors_cli::index_precisions("--precision", args.precision, args.rescore_vectors)?;
     if args.metric != Metric::Cosine {
         bail!("--multi-vector indexes score by MaxSim over unit token vectors (--metric cosine)");
     }

@@ -290,6 +290,26 @@ pub struct IndexBuildArgs {
     pub multi_vector: bool,
 }
 
+/// What an index stores: its primary precision (`F32`, `Int8`, or `Ubinary` for either binary flag) and, for a
+/// binary index, the precision of the vectors kept for rescoring. `flag` names the option in the error.
+pub(crate) fn index_precisions(
+    flag: &str,
+    precision: Precision,
+    store: RescoreStore,
+) -> Result<(Precision, Option<Precision>)> {
+    let precision = match precision {
+        Precision::F32 | Precision::Int8 => precision,
+        Precision::Binary | Precision::Ubinary => Precision::Ubinary,
+        p => bail!("{flag} {p}: an index stores float32, int8 or binary vectors"),
+    };
+    let rescore = match (precision, store) {
+        (Precision::Ubinary, RescoreStore::Int8) => Some(Precision::Int8),
+        (Precision::Ubinary, RescoreStore::Float32) => Some(Precision::F32),
+        _ => None,
+    };
+    Ok((precision, rescore))
+}
+
 /// Runs `embedkit index build` with `embedder` and the encode `options` from the model flags.
 pub fn run_index_build(
     args: &IndexBuildArgs,
@@ -297,16 +317,8 @@ pub fn run_index_build(
     options: &EncodeOptions,
     quiet: bool,
 ) -> Result<()> {
-    let precision = match args.precision {
-        Precision::F32 | Precision::Int8 => args.precision,
-        Precision::Binary | Precision::Ubinary => Precision::Ubinary,
-        p => bail!("--precision {p}: an index stores float32, int8 or binary vectors"),
-    };
-    let rescore = match (precision, args.rescore_vectors) {
-        (Precision::Ubinary, RescoreStore::Int8) => Some(Precision::Int8),
-        (Precision::Ubinary, RescoreStore::Float32) => Some(Precision::F32),
-        _ => None,
-    };
+    let (precision, rescore) =
+        index_precisions("--precision", args.precision, args.rescore_vectors)?;
     if !matches!(args.metric, Metric::Cosine | Metric::Dot) {
         bail!("--metric {}: an index ranks by cosine or dot", args.metric);
     }
