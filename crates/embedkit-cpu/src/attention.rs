@@ -1,6 +1,7 @@
 //! Multi-head self-attention over unpadded sequences.
 
-use crate::kernels::{matmul_ab, matmul_abt, softmax};
+use crate::kernels::{fast_exp, matmul_ab, matmul_abt, softmax, sum16};
+use crate::simd::MulAdd;
 use embedkit_model::EncoderConfig;
 use rayon::prelude::*;
 
@@ -29,14 +30,14 @@ impl RelativeBias {
         }
     }
 
-    /// Adds the bias to `len` query rows of `keys` scores each (`keys ≤ len`).
-    fn add_to(&self, head: usize, len: usize, keys: usize, scores: &mut [f32]) {
+    /// Adds the bias to `len` query rows of `keys` scores each (`keys ≤ len`), rows `stride` apart.
+    fn add_to(&self, head: usize, len: usize, keys: usize, stride: usize, scores: &mut [f32]) {
         let span = (2 * self.max_len).saturating_sub(1);
         let row_bias = &self.by_distance[head * span..(head + 1) * span];
         for i in 0..len {
             // j − i + max_len − 1 for j = 0 is max_len − 1 − i.
             let start = self.max_len - 1 - i;
-            for (s, b) in scores[i * keys..(i + 1) * keys]
+            for (s, b) in scores[i * stride..i * stride + keys]
                 .iter_mut()
                 .zip(&row_bias[start..start + keys])
             {
@@ -84,7 +85,11 @@ impl CtxPtr {
 }
 
 /// `ctx[t × hidden] = softmax(Q·Kᵀ/√d + bias)·V` per sequence and head, from the fused `qkv[t × 3·hidden]`.
-/// Every (sequence, head) pair is its own parallel task, so a single text still uses all threads.
+///
+/// With enough sequences to keep every thread busy, a task is one sequence with all its heads: the sequence's
+/// rows of `qkv` are one contiguous block, read once front to back (which the hardware prefetcher follows)
+/// into per-head buffers. With few sequences (one query, a handful of texts) each (sequence, head) pair is its
+/// own task, so a single text still uses every thread.
 ///
 /// `key_lens`, when given, limits sequence `s` to attending to its first `key_lens[s]` tokens (every token still
 /// gets an output): an attention mask that is 0 on a tail, as ColBERT's unattended [MASK] query expansion.
@@ -99,8 +104,7 @@ pub(crate) fn attend(
 ) {
     let h = cfg.hidden_size;
     let heads = cfg.num_heads;
-    let d = cfg.head_dim();
-    let scale = 1.0 / (d as f32).sqrt();
+    let per_sequence = seq_lens.len() >= 4 * rayon::current_num_threads();
     let mut tasks = Vec::with_capacity(seq_lens.len() * heads);
     let mut start = 0;
     for (s, &len) in seq_lens.iter().enumerate() {
@@ -108,8 +112,10 @@ pub(crate) fn attend(
             .and_then(|k| k.get(s).copied())
             .unwrap_or(len)
             .clamp(1.min(len), len);
-        for head in 0..heads {
-            tasks.push((start, len, keys, head));
+        if per_sequence {
+            tasks.push((start, len, keys, 0..heads));
+        } else {
+            tasks.extend((0..heads).map(|head| (start, len, keys, head..head + 1)));
         }
         start += len;
     }
@@ -119,46 +125,95 @@ pub(crate) fn attend(
         "ctx holds hidden_size values per token"
     );
     let out = CtxPtr(ctx.as_mut_ptr());
-    tasks.par_iter().for_each(|&(start, len, keys, head)| {
+    let d = cfg.head_dim();
+    let scale = 1.0 / (d as f32).sqrt();
+    tasks.par_iter().for_each(|(start, len, keys, task_heads)| {
+        let (start, len, keys) = (*start, *len, *keys);
+        if len == 0 {
+            return; // nothing to attend over, and nothing to write
+        }
         let rows = &qkv[start * 3 * h..(start + len) * 3 * h];
-        let mut scores = vec![0.0f32; len * keys];
-        let mut head_out = vec![0.0f32; len * d];
+        let write_row = |i: usize, head: usize, r: &[f32]| {
+            let offset = (start + i) * h + head * d;
+            assert!(offset + d <= (start + len) * h && r.len() >= d);
+            // SAFETY: in bounds of ctx (its length was asserted to be total · h and start + len ≤ total);
+            // this task alone writes columns head·d..(head+1)·d of its sequence's rows.
+            unsafe { std::ptr::copy_nonoverlapping(r.as_ptr(), out.get().add(offset), d) };
+        };
         if len <= DIRECT_MAX_LEN {
-            let task = HeadTask {
+            let task = SeqTask {
                 rows,
                 len,
                 keys,
                 hidden: h,
                 head_dim: d,
-                head,
+                heads: task_heads.clone(),
                 scale,
                 rel_bias,
             };
-            attend_direct_level(level, &task, &mut scores, &mut head_out);
-        } else {
+            SCRATCH.with(|cell| {
+                let mut scratch = cell.borrow_mut();
+                attend_direct_level(level, &task, &mut scratch, &mut |i, head, r| {
+                    write_row(i, head, r)
+                });
+            });
+            return;
+        }
+        for head in task_heads.clone() {
+            let mut scores = vec![0.0f32; len * keys];
+            let mut head_out = vec![0.0f32; len * d];
             let q = &rows[head * d..];
             let k = &rows[h + head * d..];
             let v = &rows[2 * h + head * d..];
             matmul_abt(len, keys, d, q, 3 * h, k, 3 * h, &mut scores, scale);
             if let Some(bias) = rel_bias {
-                bias.add_to(head, len, keys, &mut scores);
+                bias.add_to(head, len, keys, keys, &mut scores);
             }
             for row in scores.chunks_exact_mut(keys.max(1)) {
                 softmax(row);
             }
             matmul_ab(len, d, keys, &scores, v, 3 * h, &mut head_out, d);
-        }
-        for (i, r) in head_out.chunks_exact(d).enumerate() {
-            let offset = (start + i) * h + head * d;
-            // SAFETY: offset + d ≤ (start + len) * h ≤ ctx.len() (asserted above); this task alone writes
-            // columns head·d..(head+1)·d of its sequence's rows.
-            unsafe { std::ptr::copy_nonoverlapping(r.as_ptr(), out.get().add(offset), d) };
+            for (i, r) in head_out.chunks_exact(d).enumerate() {
+                write_row(i, head, r);
+            }
         }
     });
 }
 
-/// One (sequence, head) of attention for the direct kernel.
-pub(crate) struct HeadTask<'a> {
+/// Lanes of one score or output chunk: one AVX-512 register, two AVX2 registers.
+const LANES: usize = 16;
+/// Query rows per register tile of the direct kernel: 4 rows × 16 lanes of accumulators.
+const TILE_ROWS: usize = 4;
+
+thread_local! {
+    /// The direct kernel's buffers, kept per worker thread so tasks allocate nothing.
+    static SCRATCH: std::cell::RefCell<HeadScratch> = std::cell::RefCell::new(HeadScratch::default());
+}
+
+/// Buffers of one task, padded to whole tiles: rows to [`TILE_ROWS`], keys and head dimensions to [`LANES`]
+/// (with zeros, so padded lanes add nothing).
+#[derive(Default)]
+pub(crate) struct HeadScratch {
+    /// `[heads][rows_pad][d]` queries times the softmax scale.
+    q: Vec<f32>,
+    /// `[heads][d][keys_pad]` keys, transposed.
+    kt: Vec<f32>,
+    /// `[heads][keys][d_pad]` values.
+    v: Vec<f32>,
+    /// `[rows_pad][keys_pad]` one head's scores, then probabilities.
+    scores: Vec<f32>,
+    /// `[rows_pad][d_pad]` one head's output.
+    out: Vec<f32>,
+}
+
+/// `buf` as `len` elements, keeping its allocation; old contents stay where they were.
+fn resized(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    buf.resize(len, 0.0);
+    &mut buf[..len]
+}
+
+/// One short sequence and a range of its heads, for the direct kernel.
+pub(crate) struct SeqTask<'a> {
     /// The sequence's rows of the fused `qkv` matrix.
     rows: &'a [f32],
     len: usize,
@@ -166,60 +221,153 @@ pub(crate) struct HeadTask<'a> {
     keys: usize,
     hidden: usize,
     head_dim: usize,
-    head: usize,
+    heads: std::ops::Range<usize>,
     scale: f32,
     rel_bias: Option<&'a RelativeBias>,
 }
 
-crate::simd::multiversion!(attend_direct_level(task: &HeadTask<'_>, scores: &mut [f32], out: &mut [f32]) => attend_direct);
+/// Receives `(row, head, values)`: the head's `head_dim` outputs for one row of the sequence.
+type RowSink<'a> = dyn FnMut(usize, usize, &[f32]) + 'a;
 
-/// Attention of one short sequence and head with plain loops: Kᵀ and V copied contiguous, scores built as
-/// `Σ_c q[c]·Kᵀ[c][·]` (vectorized across keys, no horizontal sums), output as `Σ_j p[j]·V[j][·]`.
+crate::simd::multiversion!(attend_direct_level(task: &SeqTask<'_>, scratch: &mut HeadScratch, sink: &mut RowSink<'_>) => fma attend_direct);
+
+/// Attention of one short sequence in register tiles. The sequence's rows are read once, in order, into
+/// per-head Q, Kᵀ and V buffers; then per head, scores as 4 query rows × 16 keys at a time
+/// (`Σ_c q[r][c]·Kᵀ[c][·]`, a broadcast and a vector FMA, no horizontal sums), softmax, and the output as 4
+/// rows × 16 dimensions (`Σ_j p[r][j]·V[j][·]`). Keys and dimensions are zero-padded to whole vectors so every
+/// loop runs on full registers; padded keys get probability 0.
 #[inline(always)]
-fn attend_direct(task: &HeadTask<'_>, scores: &mut [f32], out: &mut [f32]) {
-    let HeadTask {
+fn attend_direct<M: MulAdd>(task: &SeqTask<'_>, scratch: &mut HeadScratch, sink: &mut RowSink<'_>) {
+    let SeqTask {
         rows,
         len,
         keys,
         hidden: h,
         head_dim: d,
-        head,
+        ref heads,
         scale,
         rel_bias,
     } = *task;
-    let mut kt = vec![0.0f32; d * keys];
-    let mut v = vec![0.0f32; keys * d];
-    for j in 0..keys {
-        let row = &rows[j * 3 * h..(j + 1) * 3 * h];
-        for (c, &x) in row[h + head * d..h + (head + 1) * d].iter().enumerate() {
-            kt[c * keys + j] = x;
-        }
-        v[j * d..(j + 1) * d].copy_from_slice(&row[2 * h + head * d..2 * h + (head + 1) * d]);
-    }
-    for i in 0..len {
-        let q = &rows[i * 3 * h + head * d..i * 3 * h + (head + 1) * d];
-        let s = &mut scores[i * keys..(i + 1) * keys];
-        s.fill(0.0);
-        for (c, &qc) in q.iter().enumerate() {
-            let qc = qc * scale;
-            for (sj, kj) in s.iter_mut().zip(&kt[c * keys..(c + 1) * keys]) {
-                *sj += qc * kj;
+    let nh = heads.len();
+    let kp = keys.div_ceil(LANES) * LANES;
+    let dp = d.div_ceil(LANES) * LANES;
+    let lp = len.div_ceil(TILE_ROWS) * TILE_ROWS;
+    let HeadScratch {
+        q,
+        kt,
+        v,
+        scores,
+        out,
+    } = scratch;
+    // Only padding must be zero: every other element is written below before it is read.
+    let q = resized(q, nh * lp * d);
+    let kt = resized(kt, nh * d * kp);
+    let v = resized(v, nh * keys * dp);
+    let scores = resized(scores, lp * kp);
+    let out = resized(out, lp * dp);
+    for (i, row) in rows.chunks_exact(3 * h).enumerate() {
+        for (hi, head) in heads.clone().enumerate() {
+            let q_row = &mut q[(hi * lp + i) * d..(hi * lp + i + 1) * d];
+            for (dst, &x) in q_row.iter_mut().zip(&row[head * d..(head + 1) * d]) {
+                *dst = x * scale;
+            }
+            if i < keys {
+                let kt_head = &mut kt[hi * d * kp..(hi + 1) * d * kp];
+                for (c, &x) in row[h + head * d..h + (head + 1) * d].iter().enumerate() {
+                    kt_head[c * kp + i] = x;
+                }
+                let v_row = &mut v[(hi * keys + i) * dp..(hi * keys + i + 1) * dp];
+                v_row[..d].copy_from_slice(&row[2 * h + head * d..2 * h + (head + 1) * d]);
+                v_row[d..].fill(0.0);
             }
         }
     }
-    if let Some(bias) = rel_bias {
-        bias.add_to(head, len, keys, scores);
-    }
-    for i in 0..len {
-        let s = &mut scores[i * keys..(i + 1) * keys];
-        softmax(s);
-        let o = &mut out[i * d..(i + 1) * d];
-        o.fill(0.0);
-        for (j, &p) in s.iter().enumerate() {
-            for (oj, vj) in o.iter_mut().zip(&v[j * d..(j + 1) * d]) {
-                *oj += p * vj;
+    for hi in 0..nh {
+        q[(hi * lp + len) * d..(hi + 1) * lp * d].fill(0.0);
+        if kp > keys {
+            for k_row in kt[hi * d * kp..(hi + 1) * d * kp].chunks_exact_mut(kp) {
+                k_row[keys..].fill(0.0);
             }
         }
+    }
+    for (hi, head) in heads.clone().enumerate() {
+        let q_head = &q[hi * lp * d..(hi + 1) * lp * d];
+        let kt_head = &kt[hi * d * kp..(hi + 1) * d * kp];
+        let v_head = &v[hi * keys * dp..(hi + 1) * keys * dp];
+        for (q_tile, s_tile) in q_head
+            .chunks_exact(TILE_ROWS * d)
+            .zip(scores.chunks_exact_mut(TILE_ROWS * kp))
+        {
+            let q_rows: [&[f32]; TILE_ROWS] = std::array::from_fn(|r| &q_tile[r * d..(r + 1) * d]);
+            for j0 in (0..kp).step_by(LANES) {
+                let mut acc = [[0.0f32; LANES]; TILE_ROWS];
+                for (c, k_row) in kt_head.chunks_exact(kp).enumerate() {
+                    let kv = &k_row[j0..j0 + LANES];
+                    for (acc_r, q_r) in acc.iter_mut().zip(&q_rows) {
+                        let qc = q_r[c];
+                        for l in 0..LANES {
+                            acc_r[l] = M::mul_add(qc, kv[l], acc_r[l]);
+                        }
+                    }
+                }
+                for (r, acc_r) in acc.iter().enumerate() {
+                    s_tile[r * kp + j0..r * kp + j0 + LANES].copy_from_slice(acc_r);
+                }
+            }
+        }
+        if let Some(bias) = rel_bias {
+            bias.add_to(head, len, keys, kp, scores);
+        }
+        for row in scores.chunks_exact_mut(kp).take(len) {
+            softmax_padded::<M>(row, keys);
+        }
+        for (p_tile, o_tile) in scores
+            .chunks_exact(TILE_ROWS * kp)
+            .zip(out.chunks_exact_mut(TILE_ROWS * dp))
+        {
+            let p_rows: [&[f32]; TILE_ROWS] =
+                std::array::from_fn(|r| &p_tile[r * kp..r * kp + keys]);
+            for c0 in (0..dp).step_by(LANES) {
+                let mut acc = [[0.0f32; LANES]; TILE_ROWS];
+                for (j, v_row) in v_head.chunks_exact(dp).enumerate() {
+                    let vv = &v_row[c0..c0 + LANES];
+                    for (acc_r, p_r) in acc.iter_mut().zip(&p_rows) {
+                        let p = p_r[j];
+                        for l in 0..LANES {
+                            acc_r[l] = M::mul_add(p, vv[l], acc_r[l]);
+                        }
+                    }
+                }
+                for (r, acc_r) in acc.iter().enumerate() {
+                    o_tile[r * dp + c0..r * dp + c0 + LANES].copy_from_slice(acc_r);
+                }
+            }
+        }
+        for (i, o_row) in out.chunks_exact(dp).take(len).enumerate() {
+            sink(i, head, &o_row[..d]);
+        }
+    }
+}
+
+/// Softmax over the first `valid` entries of a row padded to whole [`LANES`]; the padding comes out 0.
+#[inline(always)]
+fn softmax_padded<M: MulAdd>(row: &mut [f32], valid: usize) {
+    row[valid..].fill(f32::NEG_INFINITY);
+    let mut max = [f32::NEG_INFINITY; LANES];
+    for c in row.chunks_exact(LANES) {
+        for l in 0..LANES {
+            max[l] = if c[l] > max[l] { c[l] } else { max[l] };
+        }
+    }
+    let max = max.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    for x in row.iter_mut() {
+        *x = fast_exp::<M>(*x - max);
+    }
+    // fast_exp clamps its argument, so the padding's e^-∞ came out tiny rather than 0.
+    row[valid..].fill(0.0);
+    let inv = 1.0 / sum16(row);
+    for x in row.iter_mut() {
+        *x *= inv;
     }
 }
 

@@ -124,7 +124,7 @@ impl Projection {
             Projection::F32 { weight, bias, n, k } => {
                 kernels::linear(x, t, *k, weight, bias.as_deref(), *n, y, ctx.parallelism)
             }
-            Projection::Int8(q) => q.forward(x, t, y, &mut ctx.scratch, ctx.vnni),
+            Projection::Int8(q) => q.forward(x, t, y, &mut ctx.scratch, ctx.vnni, ctx.simd),
         }
     }
 }

@@ -2,8 +2,8 @@
 //!
 //! `gemm` repacks the weight matrix on every call, which for a handful of tokens (one query) costs as much
 //! as the arithmetic. Here `Wᵀ` is stored as `[n / 64][k][64]` panels: a task streams one contiguous panel
-//! and keeps a 4-row × 64-column tile of accumulators in registers (16 AVX-512 registers), with no packing
-//! at run time.
+//! and keeps a tile of accumulators in registers (6 rows × 64 columns with AVX-512, in intrinsics; 4 rows in
+//! the portable body the other levels compile), with no packing at run time.
 
 use crate::simd::{MulAdd, SimdLevel};
 use rayon::prelude::*;
@@ -59,6 +59,13 @@ impl PanelLinear {
                 rows,
                 out,
             };
+            #[cfg(target_arch = "x86_64")]
+            if level == SimdLevel::Avx512 {
+                // SAFETY: an Avx512 level comes only from SimdLevel::supported()/capped(), i.e. the CPU has
+                // AVX-512F and FMA.
+                unsafe { avx512::panel_task(&t) };
+                return;
+            }
             panel_task(level, &t);
         });
     }
@@ -121,6 +128,82 @@ fn panel_task_body<M: MulAdd>(task: &PanelTask<'_>) {
             }
         }
         r += rows;
+    }
+}
+
+/// The AVX-512 kernel in intrinsics. The portable body above, compiled for AVX-512, spills its 4 × 64
+/// accumulator array to the stack on every step of `k` (LLVM does not keep a 1 KiB array in registers); here
+/// the tile is 6 rows × 4 registers, 24 of the 32 zmm registers, and stays there.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{PANEL, PanelTask};
+    use std::arch::x86_64::*;
+
+    /// Rows per register tile: 6 × 4 accumulators + 4 weight registers + 1 broadcast ≤ 32 registers.
+    const TILE: usize = 6;
+
+    /// # Safety
+    /// The CPU must support AVX-512F and FMA.
+    #[target_feature(enable = "avx512f,fma")]
+    pub(super) unsafe fn panel_task(task: &PanelTask<'_>) {
+        let l = task.layer;
+        let k = l.k;
+        let panel = &l.panels[task.panel * k * PANEL..(task.panel + 1) * k * PANEL];
+        let col0 = task.panel * PANEL;
+        let valid = (l.n - col0).min(PANEL);
+        // Per 16-column register: which columns are real (the last panel of a layer may be partial).
+        let masks: [__mmask16; 4] = std::array::from_fn(|q| {
+            let cols = valid.saturating_sub(q * 16).min(16);
+            if cols == 16 {
+                0xffff
+            } else {
+                (1u16 << cols) - 1
+            }
+        });
+        let mut r = task.rows.start;
+        while r < task.rows.end {
+            let rows = (task.rows.end - r).min(TILE);
+            // Rows past the end repeat the last one so the tile keeps its fixed shape; they are not stored.
+            let xr: [&[f32]; TILE] = std::array::from_fn(|i| {
+                let row = r + i.min(rows - 1);
+                &task.x[row * k..(row + 1) * k]
+            });
+            let mut acc = [[_mm512_setzero_ps(); 4]; TILE];
+            let w = panel.as_ptr();
+            for kk in 0..k {
+                // SAFETY: the panel holds k · PANEL values, so 64 at kk · 64 are inside it; each xr row has k
+                // values and kk < k.
+                unsafe {
+                    let w0 = _mm512_loadu_ps(w.add(kk * PANEL));
+                    let w1 = _mm512_loadu_ps(w.add(kk * PANEL + 16));
+                    let w2 = _mm512_loadu_ps(w.add(kk * PANEL + 32));
+                    let w3 = _mm512_loadu_ps(w.add(kk * PANEL + 48));
+                    for i in 0..TILE {
+                        let a = _mm512_set1_ps(*xr[i].get_unchecked(kk));
+                        acc[i][0] = _mm512_fmadd_ps(a, w0, acc[i][0]);
+                        acc[i][1] = _mm512_fmadd_ps(a, w1, acc[i][1]);
+                        acc[i][2] = _mm512_fmadd_ps(a, w2, acc[i][2]);
+                        acc[i][3] = _mm512_fmadd_ps(a, w3, acc[i][3]);
+                    }
+                }
+            }
+            for (i, acc_row) in acc.iter().enumerate().take(rows) {
+                for (q, &v) in acc_row.iter().enumerate() {
+                    if masks[q] == 0 {
+                        continue;
+                    }
+                    let c = col0 + q * 16;
+                    // SAFETY: masked to columns < n; row r + i < m: inside the m × n output, in the rows and
+                    // columns only this task writes; the bias has n values.
+                    unsafe {
+                        let b = _mm512_maskz_loadu_ps(masks[q], l.bias.as_ptr().add(c));
+                        let dst = task.out.get().add((r + i) * l.n + c);
+                        _mm512_mask_storeu_ps(dst, masks[q], _mm512_add_ps(v, b));
+                    }
+                }
+            }
+            r += rows;
+        }
     }
 }
 
