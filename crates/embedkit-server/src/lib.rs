@@ -35,6 +35,10 @@ pub struct ServerConfig {
     pub api_key: Option<String>,
     /// Seconds a 429 tells the client to wait.
     pub retry_after_s: u64,
+    /// Nice value added to the HTTP and tokenizer threads (Linux; 0 leaves them alone). Inference runs on
+    /// its own threads at normal priority; with HTTP work below it, a forward pass split over all cores is
+    /// not held up by one core answering requests, and the HTTP work fills the gaps between passes.
+    pub io_nice: i32,
 }
 
 impl Default for ServerConfig {
@@ -46,6 +50,7 @@ impl Default for ServerConfig {
             max_body_bytes: 2 << 20,
             api_key: None,
             retry_after_s: 1,
+            io_nice: 10,
         }
     }
 }
@@ -168,6 +173,26 @@ pub fn init_logging(quiet: bool) {
         .try_init();
 }
 
+/// Raises the calling thread's nice value by `nice` (Linux keeps one per thread). Failure only means the
+/// thread keeps its priority, so it is ignored.
+fn lower_thread_priority(nice: i32) {
+    #[cfg(target_os = "linux")]
+    if nice > 0 {
+        // SAFETY: plain syscalls on the calling thread's own id; no memory is passed.
+        unsafe {
+            let tid = libc::gettid();
+            let current = libc::getpriority(libc::PRIO_PROCESS, tid as libc::id_t);
+            libc::setpriority(
+                libc::PRIO_PROCESS,
+                tid as libc::id_t,
+                (current + nice).min(19),
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = nice;
+}
+
 /// Runs a server on its own multi-threaded runtime until SIGTERM or Ctrl-C, then drains the requests in
 /// flight. `on_bound` gets the listening address (useful with port 0) before the first request is accepted.
 pub fn run_blocking(
@@ -176,9 +201,12 @@ pub fn run_blocking(
     config: ServerConfig,
     on_bound: impl FnOnce(SocketAddr),
 ) -> Result<(), ServerError> {
+    let io_nice = config.io_nice;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("embedkit-http")
+        // Worker and blocking (tokenizer) threads alike; the compute threads are started elsewhere.
+        .on_thread_start(move || lower_thread_priority(io_nice))
         .build()
         .map_err(|source| ServerError::Io {
             what: "cannot start the async runtime".into(),

@@ -42,6 +42,10 @@ pub struct ServeArgs {
     /// Request body bytes; more are answered 413.
     #[arg(long, default_value_t = 2 << 20)]
     max_body_bytes: usize,
+    /// Nice value added to the HTTP and tokenizer threads (Linux), so that they use the cores inference
+    /// leaves idle instead of interrupting a forward pass; 0 keeps them at normal priority.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(i32).range(0..=19))]
+    io_nice: i32,
     /// Require `Authorization: Bearer KEY` on every route but /health (default: $EMBEDKIT_API_KEY if set).
     #[arg(long, value_name = "KEY")]
     api_key: Option<String>,
@@ -113,6 +117,7 @@ pub fn run_serve(args: ServeArgs, quiet: bool) -> Result<()> {
         max_client_batch_size: args.max_client_batch_size,
         max_body_bytes: args.max_body_bytes,
         api_key,
+        io_nice: args.io_nice,
         ..ServerConfig::default()
     };
     let names: Vec<String> = models.iter().map(|(n, _)| n.clone()).collect();
