@@ -211,6 +211,58 @@ mod avx512 {
 mod tests {
     use super::*;
 
+    /// Not a test: panels against `gemm` on MiniLM's layer shapes, fastest of 20 runs, one thread, for a batch
+    /// of `rows` tokens (`cargo test --release -p embedkit-cpu --lib panel_vs_gemm_timing -- --ignored
+    /// --nocapture`); decides where the panel kernel hands over to `gemm`.
+    #[test]
+    #[ignore]
+    fn panel_vs_gemm_timing() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .expect("pool");
+        for m in [26, 64, 208, 832] {
+            let (mut panel_total, mut gemm_total) = (0.0, 0.0);
+            for (n, k) in [(1152, 384), (384, 384), (1536, 384), (384, 1536)] {
+                let x: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
+                let w: Vec<f32> = (0..n * k).map(|i| (i as f32 * 0.11).cos()).collect();
+                let b = vec![0.5f32; n];
+                let p = PanelLinear::new(&w, Some(&b), n, k);
+                let mut y = vec![0.0; m * n];
+                fn best(y: &mut [f32], f: &mut dyn FnMut(&mut [f32])) -> f64 {
+                    (0..20)
+                        .map(|_| {
+                            let t = std::time::Instant::now();
+                            f(y);
+                            t.elapsed().as_secs_f64()
+                        })
+                        .fold(f64::INFINITY, f64::min)
+                }
+                let level = SimdLevel::detect();
+                panel_total += pool.install(|| best(&mut y, &mut |y| p.forward(&x, m, y, level)));
+                gemm_total += pool.install(|| {
+                    best(&mut y, &mut |y| {
+                        crate::kernels::linear(
+                            &x,
+                            m,
+                            k,
+                            &w,
+                            Some(&b),
+                            n,
+                            y,
+                            gemm::Parallelism::None,
+                        )
+                    })
+                });
+            }
+            println!(
+                "{m} rows: panels {:.3} ms, gemm {:.3} ms per layer",
+                panel_total * 1e3,
+                gemm_total * 1e3
+            );
+        }
+    }
+
     #[test]
     fn matches_naive_at_every_level() {
         for (m, n, k) in [(1, 64, 3), (5, 70, 33), (70, 130, 384)] {

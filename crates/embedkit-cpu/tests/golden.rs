@@ -158,7 +158,7 @@ fn check_int8(name: &str, min_cos: f64) {
         CpuOptions {
             threads: Some(2),
             compute: Compute::Int8,
-            simd: None,
+            ..Default::default()
         },
     );
     let got = model.embed(&refs, &EncodeOptions::default()).unwrap();
@@ -175,6 +175,38 @@ fn check_int8(name: &str, min_cos: f64) {
         "{name} int8: worst cosine {:.5} (text {})",
         worst.0, worst.1
     );
+}
+
+/// The f32 `gemm` path (batches above the panel kernel's row limit) gives the golden vectors too.
+#[test]
+fn all_minilm_l6_v2_gemm_path_matches_sentence_transformers() {
+    use embedkit_cpu::CpuOptions;
+    let name = "all-MiniLM-L6-v2";
+    let golden = read_json(&format!("golden/{name}.json"));
+    let texts = strings(&golden["texts"]);
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let dir = embedkit_sources::resolve(name, &embedkit_sources::SourceConfig::from_env()).unwrap();
+    let want = matrix(&golden["embeddings"]);
+    for panel_max_rows in [0, usize::MAX] {
+        let model = load_dir_with(
+            &dir,
+            CpuOptions {
+                threads: Some(2),
+                panel_max_rows: Some(panel_max_rows),
+                ..Default::default()
+            },
+        );
+        let got = model.embed(&refs, &EncodeOptions::default()).unwrap();
+        let rows: Vec<&[f32]> = got.iter().collect();
+        assert_rows_match(
+            &format!("{name} panel_max_rows {panel_max_rows}"),
+            &texts,
+            &rows,
+            &want,
+            0.9999,
+            1e-4,
+        );
+    }
 }
 
 #[test]
