@@ -10,6 +10,7 @@
 mod data;
 mod error;
 mod eval;
+pub mod fused;
 mod loss;
 mod model;
 mod optim;

@@ -7,8 +7,9 @@
 //! names it was read with.
 
 use crate::TrainError;
+use crate::fused;
 use crate::rng::SplitMix64;
-use candle_core::{D, DType, Device, Tensor, Var};
+use candle_core::{DType, Device, Tensor, Var};
 use embedkit_model::{Activation, Architecture, EncoderConfig, SafetensorsFiles};
 use std::collections::HashMap;
 use std::path::Path;
@@ -59,18 +60,12 @@ impl Params {
 struct LayerNorm {
     weight: Tensor,
     bias: Tensor,
-    eps: f64,
+    eps: f32,
 }
 
 impl LayerNorm {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let mean = x.mean_keepdim(D::Minus1)?;
-        let centered = x.broadcast_sub(&mean)?;
-        let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
-        let normed = centered.broadcast_div(&(var + self.eps)?.sqrt()?)?;
-        normed
-            .broadcast_mul(&self.weight)?
-            .broadcast_add(&self.bias)
+        fused::layer_norm(x, &self.weight, &self.bias, self.eps)
     }
 }
 
@@ -231,7 +226,7 @@ impl Bert {
             Ok(LayerNorm {
                 weight: load(&format!("{base}.weight"), &[h])?,
                 bias: load(&format!("{base}.bias"), &[h])?,
-                eps: f64::from(config.layer_norm_eps),
+                eps: config.layer_norm_eps,
             })
         };
         let word_embeddings = load("embeddings.word_embeddings.weight", &[config.vocab_size, h])?;
@@ -331,10 +326,9 @@ impl Bert {
             let p = d.hidden;
             x = d.apply(&x, p)?;
         }
-        // [b, 1, 1, t]: 0 for real keys, MASK_BIAS for padding.
-        let mask_bias = ((batch.mask.ones_like()? - &batch.mask)? * f64::from(MASK_BIAS))?
-            .reshape((b, 1, 1, t))?;
-        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        // [b, t]: 0 for real keys, MASK_BIAS for padding.
+        let mask_bias = ((batch.mask.ones_like()? - &batch.mask)? * f64::from(MASK_BIAS))?;
+        let scale = 1.0 / (self.head_dim as f32).sqrt();
         for layer in &self.layers {
             let split = |y: Tensor| -> candle_core::Result<Tensor> {
                 y.reshape((b, t, self.heads, self.head_dim))?
@@ -344,10 +338,7 @@ impl Bert {
             let q = split(layer.query.forward(&x)?)?;
             let k = split(layer.key.forward(&x)?)?;
             let v = split(layer.value.forward(&x)?)?;
-            let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&mask_bias)?;
-            let max = scores.max_keepdim(D::Minus1)?.detach();
-            let e = scores.broadcast_sub(&max)?.exp()?;
-            let mut probs = e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?;
+            let mut probs = fused::masked_softmax(&q.matmul(&k.t()?)?, &mask_bias, scale)?;
             if let Some(d) = dropout.as_deref_mut() {
                 let p = d.attention;
                 probs = d.apply(&probs, p)?;
@@ -363,7 +354,10 @@ impl Bert {
                 a = d.apply(&a, p)?;
             }
             let x1 = layer.attention_norm.forward(&(a + &x)?)?;
-            let inter = layer.intermediate.forward(&x1)?.gelu_erf()?;
+            let inter = fused::bias_gelu(
+                &x1.matmul(&layer.intermediate.weight.t()?)?,
+                &layer.intermediate.bias,
+            )?;
             let mut o = layer.output.forward(&inter)?;
             if let Some(d) = dropout.as_deref_mut() {
                 let p = d.hidden;

@@ -1,0 +1,649 @@
+//! Fused LayerNorm, masked scaled softmax and bias+GELU as candle custom ops with hand-written backward passes.
+//!
+//! Spelled out from candle's element-wise ops, each of these is 5–10 ops forward and as many backward, every
+//! one allocating a fresh tensor and making a full pass over it; in training that was more time than the
+//! matmuls' own share (docs/PERFORMANCE.md, "Training throughput"). Here each is one pass forward and one
+//! backward, parallel over rows on the current rayon pool (the trainer's `--threads` pool), with loops written
+//! so they vectorize (fixed-width partial sums, a branch-free `exp`/`erf`) and compiled for AVX2/AVX-512 when
+//! the CPU has them. Work is split into chunks of a fixed number of rows and per-chunk partial sums are added in
+//! order, so results do not depend on the thread count or on scheduling: a run and its resume stay identical.
+//!
+//! The ops take contiguous f32 CPU tensors (what the BERT in `model` feeds them) and say so in their error
+//! otherwise.
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, bail};
+use rayon::prelude::*;
+
+/// Elements per parallel task: big enough to amortize scheduling, small enough to balance two threads.
+const TASK_ELEMS: usize = 16 * 1024;
+
+/// Rows of `width` elements per parallel task.
+fn rows_per_task(width: usize) -> usize {
+    (TASK_ELEMS / width.max(1)).max(1)
+}
+
+/// The contiguous f32 data of one op input.
+fn input<'a>(op: &str, what: &str, s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
+    let CpuStorage::F32(v) = s else {
+        bail!("{op}: {what} must be f32, got {:?}", s.dtype())
+    };
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&v[a..b]),
+        None => bail!("{op}: {what} must be contiguous"),
+    }
+}
+
+/// Compiles a kernel body again with AVX2+FMA and AVX-512 enabled and picks the best the CPU has at run time
+/// (the crate is built for baseline x86-64). The body is `#[inline(always)]`, so each copy vectorizes with its
+/// own instruction set; no FMA contraction happens, so every copy computes bit-identical results.
+macro_rules! multiversion {
+    ($name:ident($($arg:ident : $ty:ty),* $(,)?) => $body:ident) => {
+        fn $name($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+                fn avx512($($arg: $ty),*) {
+                    $body($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                fn avx2($($arg: $ty),*) {
+                    $body($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512bw")
+                    && std::arch::is_x86_feature_detected!("avx512dq")
+                    && std::arch::is_x86_feature_detected!("avx512vl")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: the CPU has every feature the function enables (checked just above).
+                    return unsafe { avx512($($arg),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: as above.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            $body($($arg),*)
+        }
+    };
+}
+
+/// Sum with 16 independent partial sums, so the loop vectorizes (a single accumulator is a serial chain the
+/// compiler may not reorder).
+#[inline(always)]
+fn sum16(xs: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    let chunks = xs.chunks_exact(16);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (a, v) in acc.iter_mut().zip(c) {
+            *a += *v;
+        }
+    }
+    let mut s = acc.iter().sum::<f32>();
+    for v in rest {
+        s += *v;
+    }
+    s
+}
+
+/// `Σ a·b`, vectorizable like [`sum16`].
+#[inline(always)]
+fn dot16(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    let ca = a.chunks_exact(16);
+    let cb = b.chunks_exact(16);
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for ((s, p), q) in acc.iter_mut().zip(x).zip(y) {
+            *s += *p * *q;
+        }
+    }
+    let mut s = acc.iter().sum::<f32>();
+    for (p, q) in ra.iter().zip(rb) {
+        s += *p * *q;
+    }
+    s
+}
+
+/// Max, vectorizable like [`sum16`].
+#[inline(always)]
+fn max16(xs: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; 16];
+    let chunks = xs.chunks_exact(16);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (a, v) in acc.iter_mut().zip(c) {
+            *a = a.max(*v);
+        }
+    }
+    let mut m = acc.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
+    for v in rest {
+        m = m.max(*v);
+    }
+    m
+}
+
+/// `e^x` with relative error below 2e-7, branch-free so loops over it vectorize (libm's `expf` is a call per
+/// element). The same construction as embedkit-cpu's inference kernels, except that inputs below −87 give
+/// exactly 0 (as `exp` does for the masked-out attention logits), not e^−87.
+#[inline(always)]
+pub(crate) fn fast_exp(x: f32) -> f32 {
+    let underflow = x < -87.0;
+    // e^x = 2^n · e^r with n = round(x / ln 2) and |r| ≤ ln2 / 2; ln 2 split in two so r keeps full precision.
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    // Adding and subtracting 1.5·2²³ rounds to the nearest integer without a call to roundf.
+    const ROUND: f32 = 12_582_912.0;
+    let x = x.clamp(-87.0, 88.0);
+    let n = (x * LOG2E + ROUND) - ROUND;
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0
+                    + r * (1.0 / 24.0
+                        + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
+    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // A select, not a branch: the loop still vectorizes.
+    if underflow { 0.0 } else { p * scale }
+}
+
+/// erf with max absolute error 1.5e-7 (Abramowitz & Stegun 7.1.26), branch-free.
+#[inline(always)]
+pub(crate) fn erf(x: f32) -> f32 {
+    let a = x.abs();
+    let t = 1.0 / (1.0 + 0.327_591_1 * a);
+    let poly = t
+        * (0.254_829_6
+            + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152_1 + t * 1.061_405_4))));
+    let y = 1.0 - poly * fast_exp(-a * a);
+    y.copysign(x)
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// LayerNorm
+
+/// `y = (x − mean) / sqrt(var + eps) · weight + bias` over the last dimension; inputs `(x, weight, bias)`.
+struct LayerNormOp {
+    eps: f32,
+}
+
+#[inline(always)]
+fn layer_norm_rows_body(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], eps: f32) {
+    let h = w.len();
+    let inv_h = 1.0 / h as f32;
+    for (xr, yr) in x.chunks_exact(h).zip(y.chunks_exact_mut(h)) {
+        let mean = sum16(xr) * inv_h;
+        for (o, v) in yr.iter_mut().zip(xr) {
+            *o = *v - mean;
+        }
+        let var = dot16(yr, yr) * inv_h;
+        let rstd = 1.0 / (var + eps).sqrt();
+        for ((o, g), c) in yr.iter_mut().zip(w).zip(b) {
+            *o = *o * rstd * *g + *c;
+        }
+    }
+}
+multiversion!(layer_norm_rows(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], eps: f32) => layer_norm_rows_body);
+
+/// Backward of one chunk of rows: writes `dx` and adds this chunk's `dweight`, `dbias` into `dwb` (`[2h]`).
+#[inline(always)]
+fn layer_norm_bwd_rows_body(
+    x: &[f32],
+    w: &[f32],
+    gy: &[f32],
+    dx: &mut [f32],
+    dwb: &mut [f32],
+    eps: f32,
+) {
+    let h = w.len();
+    let inv_h = 1.0 / h as f32;
+    let (dw, db) = dwb.split_at_mut(h);
+    for ((xr, gr), dr) in x
+        .chunks_exact(h)
+        .zip(gy.chunks_exact(h))
+        .zip(dx.chunks_exact_mut(h))
+    {
+        let mean = sum16(xr) * inv_h;
+        // dr holds x̂ until the last loop overwrites it with dx.
+        for (o, v) in dr.iter_mut().zip(xr) {
+            *o = *v - mean;
+        }
+        let var = dot16(dr, dr) * inv_h;
+        let rstd = 1.0 / (var + eps).sqrt();
+        for ((xh, g), (dwv, dbv)) in dr.iter_mut().zip(gr).zip(dw.iter_mut().zip(db.iter_mut())) {
+            *xh *= rstd;
+            *dwv += *g * *xh;
+            *dbv += *g;
+        }
+        // Σ g·w and Σ g·w·x̂ in 16 lanes (vectorizable), the tail separately.
+        let mut s_g = [0f32; 16];
+        let mut s_gx = [0f32; 16];
+        let (cg, cw, cx) = (gr.chunks_exact(16), w.chunks_exact(16), dr.chunks_exact(16));
+        let (rg, rw, rx) = (cg.remainder(), cw.remainder(), cx.remainder());
+        for ((g16, w16), x16) in cg.zip(cw).zip(cx) {
+            for l in 0..16 {
+                let gw = g16[l] * w16[l];
+                s_g[l] += gw;
+                s_gx[l] += gw * x16[l];
+            }
+        }
+        let mut sg = s_g.iter().sum::<f32>();
+        let mut sgx = s_gx.iter().sum::<f32>();
+        for ((g, wv), xh) in rg.iter().zip(rw).zip(rx) {
+            let gw = *g * *wv;
+            sg += gw;
+            sgx += gw * *xh;
+        }
+        let (mg, mgx) = (sg * inv_h, sgx * inv_h);
+        for ((d, g), wv) in dr.iter_mut().zip(gr).zip(w) {
+            *d = rstd * (*g * *wv - mg - *d * mgx);
+        }
+    }
+}
+multiversion!(layer_norm_bwd_rows(x: &[f32], w: &[f32], gy: &[f32], dx: &mut [f32], dwb: &mut [f32], eps: f32) => layer_norm_bwd_rows_body);
+
+/// The width (last dimension) and row count of `l`, checked against a `[width]` parameter.
+fn rows_of(op: &str, l: &Layout, width: usize) -> Result<usize> {
+    let dims = l.dims();
+    match dims.last() {
+        Some(&w) if w == width && w > 0 => Ok(l.shape().elem_count() / w),
+        _ => bail!("{op}: input of shape {dims:?} does not end in the parameters' {width}"),
+    }
+}
+
+impl CustomOp3 for LayerNormOp {
+    fn name(&self) -> &'static str {
+        "fused-layer-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let op = self.name();
+        let x = input(op, "x", s1, l1)?;
+        let w = input(op, "weight", s2, l2)?;
+        let b = input(op, "bias", s3, l3)?;
+        let h = w.len();
+        if b.len() != h {
+            bail!("{op}: weight has {h} elements, bias {}", b.len());
+        }
+        rows_of(op, l1, h)?;
+        let mut y = vec![0f32; x.len()];
+        let step = rows_per_task(h) * h;
+        y.par_chunks_mut(step)
+            .zip(x.par_chunks(step))
+            .for_each(|(yc, xc)| layer_norm_rows(xc, w, b, yc, self.eps));
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let x = x.contiguous()?;
+        let grad = grad.contiguous()?;
+        let h = w.elem_count();
+        let n = x.elem_count();
+        let packed =
+            x.apply_op3_no_bwd(&w.contiguous()?, &grad, &LayerNormBwd { eps: self.eps })?;
+        let dx = packed.narrow(0, 0, n)?.reshape(x.shape())?;
+        let dw = packed.narrow(0, n, h)?.reshape(w.shape())?;
+        let db = packed.narrow(0, n + h, h)?.reshape(w.shape())?;
+        Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
+
+/// LayerNorm's backward: `(x, weight, dy)` → `[dx (flattened), dweight, dbias]` in one flat tensor.
+struct LayerNormBwd {
+    eps: f32,
+}
+
+impl CustomOp3 for LayerNormBwd {
+    fn name(&self) -> &'static str {
+        "fused-layer-norm-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let op = self.name();
+        let x = input(op, "x", s1, l1)?;
+        let w = input(op, "weight", s2, l2)?;
+        let gy = input(op, "gradient", s3, l3)?;
+        let h = w.len();
+        rows_of(op, l1, h)?;
+        if gy.len() != x.len() {
+            bail!("{op}: gradient has {} elements, x {}", gy.len(), x.len());
+        }
+        let n = x.len();
+        let mut out = vec![0f32; n + 2 * h];
+        let (dx, dwb) = out.split_at_mut(n);
+        let step = rows_per_task(h) * h;
+        let partials: Vec<Vec<f32>> = dx
+            .par_chunks_mut(step)
+            .zip(x.par_chunks(step))
+            .zip(gy.par_chunks(step))
+            .map(|((dc, xc), gc)| {
+                let mut part = vec![0f32; 2 * h];
+                layer_norm_bwd_rows(xc, w, gc, dc, &mut part, self.eps);
+                part
+            })
+            .collect();
+        // In chunk order, so the sum is the same whatever the thread count.
+        for part in &partials {
+            for (a, p) in dwb.iter_mut().zip(part) {
+                *a += *p;
+            }
+        }
+        Ok((CpuStorage::F32(out), Shape::from(n + 2 * h)))
+    }
+}
+
+/// LayerNorm over the last dimension of `x` with `weight`, `bias` of that width, differentiable in all three.
+pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f32) -> Result<Tensor> {
+    x.contiguous()?.apply_op3(
+        &weight.contiguous()?,
+        &bias.contiguous()?,
+        LayerNormOp { eps },
+    )
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Masked scaled softmax
+
+/// `softmax(scale · scores + mask)` over the last dimension; inputs `(scores [b, .., tq, tk], mask [b, tk])`,
+/// the mask additive (0 for real keys, a large negative number for padding) and broadcast over the middle
+/// dimensions.
+struct MaskedSoftmax {
+    scale: f32,
+}
+
+#[inline(always)]
+fn softmax_rows_body(s: &[f32], mask: &[f32], y: &mut [f32], scale: f32) {
+    let tk = mask.len();
+    for (sr, yr) in s.chunks_exact(tk).zip(y.chunks_exact_mut(tk)) {
+        for ((o, v), m) in yr.iter_mut().zip(sr).zip(mask) {
+            *o = *v * scale + *m;
+        }
+        let max = max16(yr);
+        for o in yr.iter_mut() {
+            *o = fast_exp(*o - max);
+        }
+        let inv = 1.0 / sum16(yr);
+        for o in yr.iter_mut() {
+            *o *= inv;
+        }
+    }
+}
+multiversion!(softmax_rows(s: &[f32], mask: &[f32], y: &mut [f32], scale: f32) => softmax_rows_body);
+
+#[inline(always)]
+fn softmax_bwd_rows_body(p: &[f32], gy: &[f32], ds: &mut [f32], tk: usize, scale: f32) {
+    for ((pr, gr), dr) in p
+        .chunks_exact(tk)
+        .zip(gy.chunks_exact(tk))
+        .zip(ds.chunks_exact_mut(tk))
+    {
+        let dot = dot16(pr, gr);
+        for ((d, pv), g) in dr.iter_mut().zip(pr).zip(gr) {
+            *d = scale * *pv * (*g - dot);
+        }
+    }
+}
+multiversion!(softmax_bwd_rows(p: &[f32], gy: &[f32], ds: &mut [f32], tk: usize, scale: f32) => softmax_bwd_rows_body);
+
+impl CustomOp2 for MaskedSoftmax {
+    fn name(&self) -> &'static str {
+        "fused-masked-softmax"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let op = self.name();
+        let s = input(op, "scores", s1, l1)?;
+        let mask = input(op, "mask", s2, l2)?;
+        let dims = l1.dims();
+        let (b, tk) = l2.shape().dims2()?;
+        if dims.len() < 2 || dims[0] != b || dims[dims.len() - 1] != tk || tk == 0 {
+            bail!("{op}: scores {dims:?} do not match a [{b}, {tk}] mask");
+        }
+        if s.is_empty() {
+            return Ok((CpuStorage::F32(Vec::new()), l1.shape().clone()));
+        }
+        let per_batch = s.len() / b;
+        let mut y = vec![0f32; s.len()];
+        let step = rows_per_task(tk) * tk;
+        // Per sequence first, so each task sees one mask row.
+        y.par_chunks_mut(per_batch)
+            .zip(s.par_chunks(per_batch))
+            .zip(mask.par_chunks(tk))
+            .for_each(|((yb, sb), m)| {
+                yb.par_chunks_mut(step)
+                    .zip(sb.par_chunks(step))
+                    .for_each(|(yc, sc)| softmax_rows(sc, m, yc, self.scale));
+            });
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _scores: &Tensor,
+        _mask: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let ds = res.apply_op2_no_bwd(&grad.contiguous()?, &SoftmaxBwd { scale: self.scale })?;
+        Ok((Some(ds), None))
+    }
+}
+
+/// Softmax's backward: `(p, dp)` → `scale · p · (dp − Σ p·dp)` per row.
+struct SoftmaxBwd {
+    scale: f32,
+}
+
+impl CustomOp2 for SoftmaxBwd {
+    fn name(&self) -> &'static str {
+        "fused-masked-softmax-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let op = self.name();
+        let p = input(op, "probabilities", s1, l1)?;
+        let gy = input(op, "gradient", s2, l2)?;
+        if p.len() != gy.len() {
+            bail!(
+                "{op}: gradient has {} elements, output {}",
+                gy.len(),
+                p.len()
+            );
+        }
+        let tk = l1.dims().last().copied().unwrap_or(1).max(1);
+        let mut ds = vec![0f32; p.len()];
+        let step = rows_per_task(tk) * tk;
+        ds.par_chunks_mut(step)
+            .zip(p.par_chunks(step))
+            .zip(gy.par_chunks(step))
+            .for_each(|((dc, pc), gc)| softmax_bwd_rows(pc, gc, dc, tk, self.scale));
+        Ok((CpuStorage::F32(ds), l1.shape().clone()))
+    }
+}
+
+/// `softmax(scale · scores + mask)` over the last dimension of `scores` (`[b, .., tq, tk]`), with the additive
+/// `mask` (`[b, tk]`) broadcast over the middle dimensions. Differentiable in `scores`; the mask gets no
+/// gradient.
+pub fn masked_softmax(scores: &Tensor, mask: &Tensor, scale: f32) -> Result<Tensor> {
+    scores
+        .contiguous()?
+        .apply_op2(&mask.contiguous()?, MaskedSoftmax { scale })
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Bias + GELU
+
+/// `gelu(x + bias)` with BERT's exact (erf) GELU; inputs `(x [.., n], bias [n])`.
+struct BiasGelu;
+
+#[inline(always)]
+fn bias_gelu_rows_body(x: &[f32], bias: &[f32], y: &mut [f32]) {
+    let n = bias.len();
+    for (xr, yr) in x.chunks_exact(n).zip(y.chunks_exact_mut(n)) {
+        for ((o, v), c) in yr.iter_mut().zip(xr).zip(bias) {
+            let u = *v + *c;
+            *o = 0.5 * u * (1.0 + erf(u * std::f32::consts::FRAC_1_SQRT_2));
+        }
+    }
+}
+multiversion!(bias_gelu_rows(x: &[f32], bias: &[f32], y: &mut [f32]) => bias_gelu_rows_body);
+
+/// Writes `dx = dy · gelu'(x + bias)` and adds `Σ dx` over the rows into `db`.
+#[inline(always)]
+fn bias_gelu_bwd_rows_body(x: &[f32], bias: &[f32], gy: &[f32], dx: &mut [f32], db: &mut [f32]) {
+    let n = bias.len();
+    // 1 / sqrt(2π)
+    const INV_SQRT_2PI: f32 = 0.398_942_3;
+    for ((xr, gr), dr) in x
+        .chunks_exact(n)
+        .zip(gy.chunks_exact(n))
+        .zip(dx.chunks_exact_mut(n))
+    {
+        for ((((d, v), c), g), acc) in dr.iter_mut().zip(xr).zip(bias).zip(gr).zip(db.iter_mut()) {
+            let u = *v + *c;
+            let cdf = 0.5 * (1.0 + erf(u * std::f32::consts::FRAC_1_SQRT_2));
+            let pdf = INV_SQRT_2PI * fast_exp(-0.5 * u * u);
+            *d = *g * (cdf + u * pdf);
+            *acc += *d;
+        }
+    }
+}
+multiversion!(bias_gelu_bwd_rows(x: &[f32], bias: &[f32], gy: &[f32], dx: &mut [f32], db: &mut [f32]) => bias_gelu_bwd_rows_body);
+
+impl CustomOp2 for BiasGelu {
+    fn name(&self) -> &'static str {
+        "fused-bias-gelu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let op = self.name();
+        let x = input(op, "x", s1, l1)?;
+        let bias = input(op, "bias", s2, l2)?;
+        let n = bias.len();
+        rows_of(op, l1, n)?;
+        let mut y = vec![0f32; x.len()];
+        let step = rows_per_task(n) * n;
+        y.par_chunks_mut(step)
+            .zip(x.par_chunks(step))
+            .for_each(|(yc, xc)| bias_gelu_rows(xc, bias, yc));
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        bias: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let x = x.contiguous()?;
+        let n = x.elem_count();
+        let packed = x.apply_op3_no_bwd(&bias.contiguous()?, &grad.contiguous()?, &BiasGeluBwd)?;
+        let dx = packed.narrow(0, 0, n)?.reshape(x.shape())?;
+        let db = packed
+            .narrow(0, n, bias.elem_count())?
+            .reshape(bias.shape())?;
+        Ok((Some(dx), Some(db)))
+    }
+}
+
+/// Bias+GELU's backward: `(x, bias, dy)` → `[dx (flattened), dbias]` in one flat tensor.
+struct BiasGeluBwd;
+
+impl CustomOp3 for BiasGeluBwd {
+    fn name(&self) -> &'static str {
+        "fused-bias-gelu-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let op = self.name();
+        let x = input(op, "x", s1, l1)?;
+        let bias = input(op, "bias", s2, l2)?;
+        let gy = input(op, "gradient", s3, l3)?;
+        let n = bias.len();
+        rows_of(op, l1, n)?;
+        if gy.len() != x.len() {
+            bail!("{op}: gradient has {} elements, x {}", gy.len(), x.len());
+        }
+        let len = x.len();
+        let mut out = vec![0f32; len + n];
+        let (dx, db) = out.split_at_mut(len);
+        let step = rows_per_task(n) * n;
+        let partials: Vec<Vec<f32>> = dx
+            .par_chunks_mut(step)
+            .zip(x.par_chunks(step))
+            .zip(gy.par_chunks(step))
+            .map(|((dc, xc), gc)| {
+                let mut part = vec![0f32; n];
+                bias_gelu_bwd_rows(xc, bias, gc, dc, &mut part);
+                part
+            })
+            .collect();
+        for part in &partials {
+            for (a, p) in db.iter_mut().zip(part) {
+                *a += *p;
+            }
+        }
+        Ok((CpuStorage::F32(out), Shape::from(len + n)))
+    }
+}
+
+/// `gelu(x + bias)` over `x`'s last dimension with BERT's exact (erf) GELU, differentiable in `x` and `bias`.
+pub fn bias_gelu(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    x.contiguous()?.apply_op2(&bias.contiguous()?, BiasGelu)
+}
