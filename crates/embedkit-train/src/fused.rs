@@ -12,7 +12,7 @@
 //! otherwise.
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, bail};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Storage, Tensor, bail};
 use rayon::prelude::*;
 
 /// Elements per parallel task: big enough to amortize scheduling, small enough to balance two threads.
@@ -191,6 +191,63 @@ fn layer_norm_rows_body(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], eps: f32
 }
 multiversion!(layer_norm_rows(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], eps: f32) => layer_norm_rows_body);
 
+/// Turns one row of LayerNorm input into x̂ = (z − mean) / sqrt(var + eps) in place; returns 1 / sqrt(var + eps).
+#[inline(always)]
+fn normalize_row(z: &mut [f32], eps: f32) -> f32 {
+    let inv_h = 1.0 / z.len() as f32;
+    let mean = sum16(z) * inv_h;
+    for v in z.iter_mut() {
+        *v -= mean;
+    }
+    let var = dot16(z, z) * inv_h;
+    let rstd = 1.0 / (var + eps).sqrt();
+    for v in z.iter_mut() {
+        *v *= rstd;
+    }
+    rstd
+}
+
+/// LayerNorm's backward for one row: `xh` holds x̂ on entry and dz on return; adds `dy·x̂` into `dw` and `dy`
+/// into `db`. dz = rstd · (g − mean(g) − x̂ · mean(g·x̂)) with g = dy · weight.
+#[inline(always)]
+fn layer_norm_row_bwd(
+    xh: &mut [f32],
+    gy: &[f32],
+    w: &[f32],
+    dw: &mut [f32],
+    db: &mut [f32],
+    rstd: f32,
+) {
+    let inv_h = 1.0 / w.len() as f32;
+    for ((x, g), (dwv, dbv)) in xh.iter().zip(gy).zip(dw.iter_mut().zip(db.iter_mut())) {
+        *dwv += *g * *x;
+        *dbv += *g;
+    }
+    // Σ g·w and Σ g·w·x̂ in 16 lanes (vectorizable), the tail separately.
+    let mut s_g = [0f32; 16];
+    let mut s_gx = [0f32; 16];
+    let (cg, cw, cx) = (gy.chunks_exact(16), w.chunks_exact(16), xh.chunks_exact(16));
+    let (rg, rw, rx) = (cg.remainder(), cw.remainder(), cx.remainder());
+    for ((g16, w16), x16) in cg.zip(cw).zip(cx) {
+        for l in 0..16 {
+            let gw = g16[l] * w16[l];
+            s_g[l] += gw;
+            s_gx[l] += gw * x16[l];
+        }
+    }
+    let mut sg = s_g.iter().sum::<f32>();
+    let mut sgx = s_gx.iter().sum::<f32>();
+    for ((g, wv), x) in rg.iter().zip(rw).zip(rx) {
+        let gw = *g * *wv;
+        sg += gw;
+        sgx += gw * *x;
+    }
+    let (mg, mgx) = (sg * inv_h, sgx * inv_h);
+    for ((d, g), wv) in xh.iter_mut().zip(gy).zip(w) {
+        *d = rstd * (*g * *wv - mg - *d * mgx);
+    }
+}
+
 /// Backward of one chunk of rows: writes `dx` and adds this chunk's `dweight`, `dbias` into `dwb` (`[2h]`).
 #[inline(always)]
 fn layer_norm_bwd_rows_body(
@@ -202,48 +259,15 @@ fn layer_norm_bwd_rows_body(
     eps: f32,
 ) {
     let h = w.len();
-    let inv_h = 1.0 / h as f32;
     let (dw, db) = dwb.split_at_mut(h);
     for ((xr, gr), dr) in x
         .chunks_exact(h)
         .zip(gy.chunks_exact(h))
         .zip(dx.chunks_exact_mut(h))
     {
-        let mean = sum16(xr) * inv_h;
-        // dr holds x̂ until the last loop overwrites it with dx.
-        for (o, v) in dr.iter_mut().zip(xr) {
-            *o = *v - mean;
-        }
-        let var = dot16(dr, dr) * inv_h;
-        let rstd = 1.0 / (var + eps).sqrt();
-        for ((xh, g), (dwv, dbv)) in dr.iter_mut().zip(gr).zip(dw.iter_mut().zip(db.iter_mut())) {
-            *xh *= rstd;
-            *dwv += *g * *xh;
-            *dbv += *g;
-        }
-        // Σ g·w and Σ g·w·x̂ in 16 lanes (vectorizable), the tail separately.
-        let mut s_g = [0f32; 16];
-        let mut s_gx = [0f32; 16];
-        let (cg, cw, cx) = (gr.chunks_exact(16), w.chunks_exact(16), dr.chunks_exact(16));
-        let (rg, rw, rx) = (cg.remainder(), cw.remainder(), cx.remainder());
-        for ((g16, w16), x16) in cg.zip(cw).zip(cx) {
-            for l in 0..16 {
-                let gw = g16[l] * w16[l];
-                s_g[l] += gw;
-                s_gx[l] += gw * x16[l];
-            }
-        }
-        let mut sg = s_g.iter().sum::<f32>();
-        let mut sgx = s_gx.iter().sum::<f32>();
-        for ((g, wv), xh) in rg.iter().zip(rw).zip(rx) {
-            let gw = *g * *wv;
-            sg += gw;
-            sgx += gw * *xh;
-        }
-        let (mg, mgx) = (sg * inv_h, sgx * inv_h);
-        for ((d, g), wv) in dr.iter_mut().zip(gr).zip(w) {
-            *d = rstd * (*g * *wv - mg - *d * mgx);
-        }
+        dr.copy_from_slice(xr);
+        let rstd = normalize_row(dr, eps);
+        layer_norm_row_bwd(dr, gr, w, dw, db, rstd);
     }
 }
 multiversion!(layer_norm_bwd_rows(x: &[f32], w: &[f32], gy: &[f32], dx: &mut [f32], dwb: &mut [f32], eps: f32) => layer_norm_bwd_rows_body);
@@ -373,31 +397,58 @@ pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f32) -> Resul
 // ---------------------------------------------------------------------------------------------------------
 // Masked scaled softmax
 
-/// `softmax(scale · scores + mask)` over the last dimension; inputs `(scores [b, .., tq, tk], mask [b, tk])`,
+/// `softmax(scale · scores + mask) · drop` over the last dimension; inputs `(scores [b, .., tq, tk], mask [b, tk])`,
 /// the mask additive (0 for real keys, a large negative number for padding) and broadcast over the middle
-/// dimensions.
+/// dimensions; `drop` is an optional dropout mask shaped like `scores` (0 or 1/(1−p)), held by the op so the
+/// probabilities never exist as a separate undropped tensor.
 struct MaskedSoftmax {
     scale: f32,
+    drop: Option<Tensor>,
 }
 
+/// Runs `f` on the contiguous f32 data of a tensor the op holds (not one of its inputs).
+fn with_data<R>(
+    op: &str,
+    what: &str,
+    t: &Tensor,
+    f: impl FnOnce(&[f32]) -> Result<R>,
+) -> Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        Storage::Cpu(cs) => f(input(op, what, cs, layout)?),
+        _ => bail!("{op}: {what} must be on the CPU"),
+    }
+}
+
+/// Softmax of each row of `s` (scaled, plus the mask) into `y`, then times `drop` when it is not empty.
 #[inline(always)]
-fn softmax_rows_body(s: &[f32], mask: &[f32], y: &mut [f32], scale: f32) {
+fn softmax_rows_body(s: &[f32], mask: &[f32], drop: &[f32], y: &mut [f32], scale: f32) {
     let tk = mask.len();
-    for (sr, yr) in s.chunks_exact(tk).zip(y.chunks_exact_mut(tk)) {
-        for ((o, v), m) in yr.iter_mut().zip(sr).zip(mask) {
-            *o = *v * scale + *m;
-        }
-        let max = max16(yr);
-        for o in yr.iter_mut() {
-            *o = fast_exp(*o - max);
-        }
-        let inv = 1.0 / sum16(yr);
-        for o in yr.iter_mut() {
-            *o *= inv;
+    for (r, (sr, yr)) in s.chunks_exact(tk).zip(y.chunks_exact_mut(tk)).enumerate() {
+        softmax_row(sr, mask, yr, scale);
+        if !drop.is_empty() {
+            for (o, d) in yr.iter_mut().zip(&drop[r * tk..(r + 1) * tk]) {
+                *o *= *d;
+            }
         }
     }
 }
-multiversion!(softmax_rows(s: &[f32], mask: &[f32], y: &mut [f32], scale: f32) => softmax_rows_body);
+multiversion!(softmax_rows(s: &[f32], mask: &[f32], drop: &[f32], y: &mut [f32], scale: f32) => softmax_rows_body);
+
+#[inline(always)]
+fn softmax_row(sr: &[f32], mask: &[f32], yr: &mut [f32], scale: f32) {
+    for ((o, v), m) in yr.iter_mut().zip(sr).zip(mask) {
+        *o = *v * scale + *m;
+    }
+    let max = max16(yr);
+    for o in yr.iter_mut() {
+        *o = fast_exp(*o - max);
+    }
+    let inv = 1.0 / sum16(yr);
+    for o in yr.iter_mut() {
+        *o *= inv;
+    }
+}
 
 #[inline(always)]
 fn softmax_bwd_rows_body(p: &[f32], gy: &[f32], ds: &mut [f32], tk: usize, scale: f32) {
@@ -414,6 +465,71 @@ fn softmax_bwd_rows_body(p: &[f32], gy: &[f32], ds: &mut [f32], tk: usize, scale
 }
 multiversion!(softmax_bwd_rows(p: &[f32], gy: &[f32], ds: &mut [f32], tk: usize, scale: f32) => softmax_bwd_rows_body);
 
+/// Backward through dropout and softmax with p recomputed from the scores: dp = dy · drop,
+/// ds = scale · p · (dp − Σ p·dp).
+#[inline(always)]
+fn softmax_dropout_bwd_rows_body(
+    s: &[f32],
+    mask: &[f32],
+    drop: &[f32],
+    gy: &[f32],
+    ds: &mut [f32],
+    scale: f32,
+) {
+    let tk = mask.len();
+    let mut g = vec![0f32; tk];
+    for (((sr, dr), gr), dropr) in s
+        .chunks_exact(tk)
+        .zip(ds.chunks_exact_mut(tk))
+        .zip(gy.chunks_exact(tk))
+        .zip(drop.chunks_exact(tk))
+    {
+        softmax_row(sr, mask, dr, scale);
+        for ((gv, a), b) in g.iter_mut().zip(gr).zip(dropr) {
+            *gv = *a * *b;
+        }
+        let dot = dot16(dr, &g);
+        for (d, gv) in dr.iter_mut().zip(&g) {
+            *d = scale * *d * (*gv - dot);
+        }
+    }
+}
+multiversion!(softmax_dropout_bwd_rows(s: &[f32], mask: &[f32], drop: &[f32], gy: &[f32], ds: &mut [f32], scale: f32) => softmax_dropout_bwd_rows_body);
+
+/// Checks a `[b, .., tq, tk]` scores layout against a `[b, tk]` mask; returns `(b, tk)`.
+fn check_scores(op: &str, l1: &Layout, l2: &Layout) -> Result<(usize, usize)> {
+    let dims = l1.dims();
+    let (b, tk) = l2.shape().dims2()?;
+    if dims.len() < 2 || dims[0] != b || dims[dims.len() - 1] != tk || tk == 0 || b == 0 {
+        bail!("{op}: scores {dims:?} do not match a [{b}, {tk}] mask");
+    }
+    Ok((b, tk))
+}
+
+/// Runs `f(offset, mask row, out chunk)` over `out` in parallel chunks of whole rows that never straddle two
+/// sequences (so each chunk sees one mask row).
+fn for_row_chunks(
+    out: &mut [f32],
+    mask: &[f32],
+    b: usize,
+    tk: usize,
+    f: impl Fn(usize, &[f32], &mut [f32]) + Sync,
+) {
+    let per_batch = out.len() / b;
+    if per_batch == 0 {
+        return;
+    }
+    let step = rows_per_task(tk) * tk;
+    out.par_chunks_mut(per_batch)
+        .enumerate()
+        .for_each(|(bi, ob)| {
+            let m = &mask[bi * tk..(bi + 1) * tk];
+            ob.par_chunks_mut(step)
+                .enumerate()
+                .for_each(|(ci, oc)| f(bi * per_batch + ci * step, m, oc));
+        });
+}
+
 impl CustomOp2 for MaskedSoftmax {
     fn name(&self) -> &'static str {
         "fused-masked-softmax"
@@ -429,37 +545,55 @@ impl CustomOp2 for MaskedSoftmax {
         let op = self.name();
         let s = input(op, "scores", s1, l1)?;
         let mask = input(op, "mask", s2, l2)?;
-        let dims = l1.dims();
-        let (b, tk) = l2.shape().dims2()?;
-        if dims.len() < 2 || dims[0] != b || dims[dims.len() - 1] != tk || tk == 0 {
-            bail!("{op}: scores {dims:?} do not match a [{b}, {tk}] mask");
-        }
-        if s.is_empty() {
-            return Ok((CpuStorage::F32(Vec::new()), l1.shape().clone()));
-        }
-        let per_batch = s.len() / b;
+        let (b, tk) = check_scores(op, l1, l2)?;
         let mut y = vec![0f32; s.len()];
-        let step = rows_per_task(tk) * tk;
-        // Per sequence first, so each task sees one mask row.
-        y.par_chunks_mut(per_batch)
-            .zip(s.par_chunks(per_batch))
-            .zip(mask.par_chunks(tk))
-            .for_each(|((yb, sb), m)| {
-                yb.par_chunks_mut(step)
-                    .zip(sb.par_chunks(step))
-                    .for_each(|(yc, sc)| softmax_rows(sc, m, yc, self.scale));
-            });
+        let run = |drop: &[f32], y: &mut [f32]| {
+            for_row_chunks(y, mask, b, tk, |off, m, yc| {
+                let n = yc.len();
+                let dc = if drop.is_empty() {
+                    drop
+                } else {
+                    &drop[off..off + n]
+                };
+                softmax_rows(&s[off..off + n], m, dc, yc, self.scale)
+            })
+        };
+        match &self.drop {
+            None => run(&[], &mut y),
+            Some(d) => with_data(op, "dropout mask", d, |drop| {
+                if drop.len() != s.len() {
+                    bail!(
+                        "{op}: dropout mask has {} elements, scores {}",
+                        drop.len(),
+                        s.len()
+                    );
+                }
+                run(drop, &mut y);
+                Ok(())
+            })?,
+        }
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
     fn bwd(
         &self,
-        _scores: &Tensor,
-        _mask: &Tensor,
+        scores: &Tensor,
+        mask: &Tensor,
         res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let ds = res.apply_op2_no_bwd(&grad.contiguous()?, &SoftmaxBwd { scale: self.scale })?;
+        let grad = grad.contiguous()?;
+        let ds = match &self.drop {
+            None => res.apply_op2_no_bwd(&grad, &SoftmaxBwd { scale: self.scale })?,
+            Some(d) => scores.contiguous()?.apply_op3_no_bwd(
+                &mask.contiguous()?,
+                &grad,
+                &SoftmaxDropoutBwd {
+                    scale: self.scale,
+                    drop: d.clone(),
+                },
+            )?,
+        };
         Ok((Some(ds), None))
     }
 }
@@ -502,13 +636,279 @@ impl CustomOp2 for SoftmaxBwd {
     }
 }
 
+/// Backward of softmax with dropout: `(scores, mask, dy)` → dscores, recomputing p (the op's output is p · drop,
+/// which has lost p where drop is 0).
+struct SoftmaxDropoutBwd {
+    scale: f32,
+    drop: Tensor,
+}
+
+impl CustomOp3 for SoftmaxDropoutBwd {
+    fn name(&self) -> &'static str {
+        "fused-masked-softmax-dropout-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let op = self.name();
+        let s = input(op, "scores", s1, l1)?;
+        let mask = input(op, "mask", s2, l2)?;
+        let gy = input(op, "gradient", s3, l3)?;
+        let (b, tk) = check_scores(op, l1, l2)?;
+        let mut ds = vec![0f32; s.len()];
+        with_data(op, "dropout mask", &self.drop, |drop| {
+            if drop.len() != s.len() || gy.len() != s.len() {
+                bail!(
+                    "{op}: scores have {} elements, dropout mask {}, gradient {}",
+                    s.len(),
+                    drop.len(),
+                    gy.len()
+                );
+            }
+            for_row_chunks(&mut ds, mask, b, tk, |off, m, dc| {
+                let n = dc.len();
+                softmax_dropout_bwd_rows(
+                    &s[off..off + n],
+                    m,
+                    &drop[off..off + n],
+                    &gy[off..off + n],
+                    dc,
+                    self.scale,
+                )
+            });
+            Ok(())
+        })?;
+        Ok((CpuStorage::F32(ds), l1.shape().clone()))
+    }
+}
+
 /// `softmax(scale · scores + mask)` over the last dimension of `scores` (`[b, .., tq, tk]`), with the additive
-/// `mask` (`[b, tk]`) broadcast over the middle dimensions. Differentiable in `scores`; the mask gets no
-/// gradient.
-pub fn masked_softmax(scores: &Tensor, mask: &Tensor, scale: f32) -> Result<Tensor> {
+/// `mask` (`[b, tk]`) broadcast over the middle dimensions, then times the dropout mask `drop` (shaped like
+/// `scores`) when given. Differentiable in `scores`; the masks get no gradient.
+pub fn masked_softmax(
+    scores: &Tensor,
+    mask: &Tensor,
+    scale: f32,
+    drop: Option<&Tensor>,
+) -> Result<Tensor> {
+    let drop = drop.map(|d| d.contiguous()).transpose()?;
     scores
         .contiguous()?
-        .apply_op2(&mask.contiguous()?, MaskedSoftmax { scale })
+        .apply_op2(&mask.contiguous()?, MaskedSoftmax { scale, drop })
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Bias + dropout + residual
+
+/// `(x + bias) · drop + residual`; inputs `(x [.., n], bias [n], residual [.., n])`, the dropout mask (shaped
+/// like `x`) held by the op. The sum before each post-attention and post-feed-forward LayerNorm.
+struct BiasDropoutAdd {
+    drop: Option<Tensor>,
+}
+
+#[inline(always)]
+fn bias_dropout_add_rows_body(x: &[f32], bias: &[f32], drop: &[f32], res: &[f32], y: &mut [f32]) {
+    let n = bias.len();
+    for (r, ((xr, rr), yr)) in x
+        .chunks_exact(n)
+        .zip(res.chunks_exact(n))
+        .zip(y.chunks_exact_mut(n))
+        .enumerate()
+    {
+        if drop.is_empty() {
+            for (((o, v), c), q) in yr.iter_mut().zip(xr).zip(bias).zip(rr) {
+                *o = *v + *c + *q;
+            }
+        } else {
+            let dr = &drop[r * n..(r + 1) * n];
+            for ((((o, v), c), q), d) in yr.iter_mut().zip(xr).zip(bias).zip(rr).zip(dr) {
+                *o = (*v + *c) * *d + *q;
+            }
+        }
+    }
+}
+multiversion!(bias_dropout_add_rows(x: &[f32], bias: &[f32], drop: &[f32], res: &[f32], y: &mut [f32]) => bias_dropout_add_rows_body);
+
+/// dx = dy · drop (or dy) and the bias gradient Σ dx over rows, added into `db`.
+#[inline(always)]
+fn bias_dropout_add_bwd_rows_body(gy: &[f32], drop: &[f32], dx: &mut [f32], db: &mut [f32]) {
+    let n = db.len();
+    for (r, gr) in gy.chunks_exact(n).enumerate() {
+        if drop.is_empty() {
+            for (a, g) in db.iter_mut().zip(gr) {
+                *a += *g;
+            }
+        } else {
+            let dr = &drop[r * n..(r + 1) * n];
+            let xr = &mut dx[r * n..(r + 1) * n];
+            for (((o, a), g), d) in xr.iter_mut().zip(db.iter_mut()).zip(gr).zip(dr) {
+                *o = *g * *d;
+                *a += *o;
+            }
+        }
+    }
+}
+multiversion!(bias_dropout_add_bwd_rows(gy: &[f32], drop: &[f32], dx: &mut [f32], db: &mut [f32]) => bias_dropout_add_bwd_rows_body);
+
+impl CustomOp3 for BiasDropoutAdd {
+    fn name(&self) -> &'static str {
+        "fused-bias-dropout-add"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let op = self.name();
+        let x = input(op, "x", s1, l1)?;
+        let bias = input(op, "bias", s2, l2)?;
+        let res = input(op, "residual", s3, l3)?;
+        let n = bias.len();
+        rows_of(op, l1, n)?;
+        if res.len() != x.len() {
+            bail!("{op}: residual has {} elements, x {}", res.len(), x.len());
+        }
+        let mut y = vec![0f32; x.len()];
+        let step = rows_per_task(n) * n;
+        let run = |drop: &[f32], y: &mut [f32]| {
+            y.par_chunks_mut(step).enumerate().for_each(|(i, yc)| {
+                let (off, len) = (i * step, yc.len());
+                let dc = if drop.is_empty() {
+                    drop
+                } else {
+                    &drop[off..off + len]
+                };
+                bias_dropout_add_rows(&x[off..off + len], bias, dc, &res[off..off + len], yc)
+            })
+        };
+        match &self.drop {
+            None => run(&[], &mut y),
+            Some(d) => with_data(op, "dropout mask", d, |drop| {
+                if drop.len() != x.len() {
+                    bail!(
+                        "{op}: dropout mask has {} elements, x {}",
+                        drop.len(),
+                        x.len()
+                    );
+                }
+                run(drop, &mut y);
+                Ok(())
+            })?,
+        }
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        bias: &Tensor,
+        _residual: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let n = x.elem_count();
+        let h = bias.elem_count();
+        let packed = grad.apply_op1_no_bwd(&BiasDropoutAddBwd {
+            drop: self.drop.clone(),
+            width: h,
+        })?;
+        let (dx, db) = match &self.drop {
+            // Without dropout dx is dy itself; only the bias sums were computed.
+            None => (grad.clone(), packed.reshape(bias.shape())?),
+            Some(_) => (
+                packed.narrow(0, 0, n)?.reshape(x.shape())?,
+                packed.narrow(0, n, h)?.reshape(bias.shape())?,
+            ),
+        };
+        Ok((Some(dx), Some(db), Some(grad)))
+    }
+}
+
+/// Bias+dropout+residual's backward: `dy` → `[dx (flattened), dbias]` with dropout, `[dbias]` without.
+struct BiasDropoutAddBwd {
+    drop: Option<Tensor>,
+    width: usize,
+}
+
+impl candle_core::CustomOp1 for BiasDropoutAddBwd {
+    fn name(&self) -> &'static str {
+        "fused-bias-dropout-add-backward"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout) -> Result<(CpuStorage, Shape)> {
+        let op = self.name();
+        let gy = input(op, "gradient", s1, l1)?;
+        let h = self.width;
+        rows_of(op, l1, h)?;
+        let step = rows_per_task(h) * h;
+        let dx_len = if self.drop.is_some() { gy.len() } else { 0 };
+        let mut out = vec![0f32; dx_len + h];
+        let (dx, db) = out.split_at_mut(dx_len);
+        let partials: Vec<Vec<f32>> = match &self.drop {
+            None => gy
+                .par_chunks(step)
+                .map(|gc| {
+                    let mut part = vec![0f32; h];
+                    bias_dropout_add_bwd_rows(gc, &[], &mut [], &mut part);
+                    part
+                })
+                .collect(),
+            Some(d) => with_data(op, "dropout mask", d, |drop| {
+                if drop.len() != gy.len() {
+                    bail!(
+                        "{op}: dropout mask has {} elements, gradient {}",
+                        drop.len(),
+                        gy.len()
+                    );
+                }
+                Ok(dx
+                    .par_chunks_mut(step)
+                    .zip(gy.par_chunks(step))
+                    .zip(drop.par_chunks(step))
+                    .map(|((dxc, gc), dc)| {
+                        let mut part = vec![0f32; h];
+                        bias_dropout_add_bwd_rows(gc, dc, dxc, &mut part);
+                        part
+                    })
+                    .collect())
+            })?,
+        };
+        for part in &partials {
+            for (a, p) in db.iter_mut().zip(part) {
+                *a += *p;
+            }
+        }
+        Ok((CpuStorage::F32(out), Shape::from(dx_len + h)))
+    }
+}
+
+/// `(x + bias) · drop + residual` over `x`'s last dimension, `drop` an optional dropout mask shaped like `x`
+/// (0 or 1/(1−p)). Differentiable in `x`, `bias` and `residual`.
+pub fn bias_dropout_add(
+    x: &Tensor,
+    bias: &Tensor,
+    drop: Option<&Tensor>,
+    residual: &Tensor,
+) -> Result<Tensor> {
+    let drop = drop.map(|d| d.contiguous()).transpose()?;
+    x.contiguous()?.apply_op3(
+        &bias.contiguous()?,
+        &residual.contiguous()?,
+        BiasDropoutAdd { drop },
+    )
 }
 
 // ---------------------------------------------------------------------------------------------------------

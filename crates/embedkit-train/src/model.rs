@@ -136,15 +136,23 @@ pub struct Dropout<'a> {
 
 impl Dropout<'_> {
     fn apply(&mut self, x: &Tensor, p: f32) -> candle_core::Result<Tensor> {
+        match self.mask(x.dims(), p)? {
+            Some(mask) => x.mul(&mask),
+            None => Ok(x.clone()),
+        }
+    }
+
+    /// A dropout mask of `shape` (0 or 1/(1−p)), `None` when `p` is 0; the fused ops take it as an input.
+    fn mask(&mut self, shape: &[usize], p: f32) -> candle_core::Result<Option<Tensor>> {
         if p <= 0.0 {
-            return Ok(x.clone());
+            return Ok(None);
         }
         let keep = 1.0 / (1.0 - p);
-        let n = x.elem_count();
+        let n = shape.iter().product();
         let mask: Vec<f32> = (0..n)
             .map(|_| if self.rng.next_f32() < p { 0.0 } else { keep })
             .collect();
-        x.mul(&Tensor::from_vec(mask, x.shape(), x.device())?)
+        Ok(Some(Tensor::from_vec(mask, shape, &Device::Cpu)?))
     }
 }
 
@@ -338,32 +346,52 @@ impl Bert {
             let q = split(layer.query.forward(&x)?)?;
             let k = split(layer.key.forward(&x)?)?;
             let v = split(layer.value.forward(&x)?)?;
-            let mut probs = fused::masked_softmax(&q.matmul(&k.t()?)?, &mask_bias, scale)?;
-            if let Some(d) = dropout.as_deref_mut() {
-                let p = d.attention;
-                probs = d.apply(&probs, p)?;
-            }
+            let attention_drop = match dropout.as_deref_mut() {
+                Some(d) => {
+                    let p = d.attention;
+                    d.mask(&[b, self.heads, t, t], p)?
+                }
+                None => None,
+            };
+            let probs = fused::masked_softmax(
+                &q.matmul(&k.t()?)?,
+                &mask_bias,
+                scale,
+                attention_drop.as_ref(),
+            )?;
             let ctx = probs
                 .matmul(&v)?
                 .transpose(1, 2)?
                 .contiguous()?
                 .reshape((b * t, h))?;
-            let mut a = layer.attention_output.forward(&ctx)?;
-            if let Some(d) = dropout.as_deref_mut() {
-                let p = d.hidden;
-                a = d.apply(&a, p)?;
-            }
-            let x1 = layer.attention_norm.forward(&(a + &x)?)?;
+            let hidden_drop = |dropout: &mut Option<&mut Dropout<'_>>, cols: usize| match dropout
+                .as_deref_mut()
+            {
+                Some(d) => {
+                    let p = d.hidden;
+                    d.mask(&[b * t, cols], p)
+                }
+                None => Ok(None),
+            };
+            // Bias, dropout and the residual in one pass before each LayerNorm.
+            let drop = hidden_drop(&mut dropout, h)?;
+            let x1 = layer.attention_norm.forward(&fused::bias_dropout_add(
+                &ctx.matmul(&layer.attention_output.weight.t()?)?,
+                &layer.attention_output.bias,
+                drop.as_ref(),
+                &x,
+            )?)?;
             let inter = fused::bias_gelu(
                 &x1.matmul(&layer.intermediate.weight.t()?)?,
                 &layer.intermediate.bias,
             )?;
-            let mut o = layer.output.forward(&inter)?;
-            if let Some(d) = dropout.as_deref_mut() {
-                let p = d.hidden;
-                o = d.apply(&o, p)?;
-            }
-            x = layer.output_norm.forward(&(o + &x1)?)?;
+            let drop = hidden_drop(&mut dropout, h)?;
+            x = layer.output_norm.forward(&fused::bias_dropout_add(
+                &inter.matmul(&layer.output.weight.t()?)?,
+                &layer.output.bias,
+                drop.as_ref(),
+                &x1,
+            )?)?;
         }
         Ok(x.reshape((b, t, h))?)
     }

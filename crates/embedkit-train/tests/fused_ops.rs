@@ -8,7 +8,7 @@
 
 use candle_core::{D, Device, Tensor, Var};
 use embedkit_train::SplitMix64;
-use embedkit_train::fused::{bias_gelu, layer_norm, masked_softmax};
+use embedkit_train::fused::{bias_dropout_add, bias_gelu, layer_norm, masked_softmax};
 
 const TOL: f32 = 2e-5;
 
@@ -92,7 +92,7 @@ fn masked_softmax_matches_candle_ops() {
     let scale = 0.125f32;
     let s = Var::from_tensor(&random(&mut rng, &[b, heads, t, t], -20.0, 20.0)).unwrap();
     let r = random(&mut rng, &[b, heads, t, t], -1.0, 1.0);
-    let ours = masked_softmax(&s, &mask, scale).unwrap();
+    let ours = masked_softmax(&s, &mask, scale, None).unwrap();
     let logits = (s.as_tensor() * f64::from(scale))
         .unwrap()
         .broadcast_add(&mask.reshape((b, 1, 1, t)).unwrap())
@@ -131,7 +131,83 @@ fn bias_gelu_matches_candle_ops() {
     assert_close("gelu dbias", &g_ours[1], &g_want[1]);
 }
 
-/// Forward and backward values of all three ops, run inside a pool of `threads` threads.
+/// A dropout mask as the trainer draws it: 0 with probability `p`, else 1/(1−p).
+fn dropout_mask(rng: &mut SplitMix64, shape: &[usize], p: f32) -> Tensor {
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = (0..n)
+        .map(|_| {
+            if rng.next_f32() < p {
+                0.0
+            } else {
+                1.0 / (1.0 - p)
+            }
+        })
+        .collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+}
+
+#[test]
+fn masked_softmax_with_dropout_matches_candle_ops() {
+    let mut rng = SplitMix64::new(19);
+    let (b, heads, t) = (2, 3, 40);
+    let mut mask = vec![0f32; b * t];
+    mask[t + 25..].fill(-1.0e30);
+    let mask = Tensor::from_vec(mask, (b, t), &Device::Cpu).unwrap();
+    let s = Var::from_tensor(&random(&mut rng, &[b, heads, t, t], -20.0, 20.0)).unwrap();
+    let drop = dropout_mask(&mut rng, &[b, heads, t, t], 0.3);
+    let r = random(&mut rng, &[b, heads, t, t], -1.0, 1.0);
+    let ours = masked_softmax(&s, &mask, 0.2, Some(&drop)).unwrap();
+    let plain = masked_softmax(s.as_tensor(), &mask, 0.2, None).unwrap();
+    let logits = (s.as_tensor() * 0.2)
+        .unwrap()
+        .broadcast_add(&mask.reshape((b, 1, 1, t)).unwrap())
+        .unwrap();
+    let max = logits.max_keepdim(D::Minus1).unwrap().detach();
+    let e = logits.broadcast_sub(&max).unwrap().exp().unwrap();
+    let want = e
+        .broadcast_div(&e.sum_keepdim(D::Minus1).unwrap())
+        .unwrap()
+        .mul(&drop)
+        .unwrap();
+    assert_close("softmax+dropout forward", &ours, &want);
+    // The mask really drops something: the dropped output differs from the plain softmax.
+    let diff = (&ours - &plain).unwrap().abs().unwrap().max_all().unwrap();
+    assert!(diff.to_scalar::<f32>().unwrap() > 1e-3);
+    let g_ours = grads(&ours, &r, &[&s]);
+    let g_want = grads(&want, &r, &[&s]);
+    assert_close("softmax+dropout dscores", &g_ours[0], &g_want[0]);
+}
+
+#[test]
+fn bias_dropout_add_matches_candle_ops() {
+    let mut rng = SplitMix64::new(23);
+    let shape = [130, 45];
+    for p in [0.0f32, 0.25] {
+        let x = Var::from_tensor(&random(&mut rng, &shape, -3.0, 3.0)).unwrap();
+        let bias = Var::from_tensor(&random(&mut rng, &[45], -1.0, 1.0)).unwrap();
+        let res = Var::from_tensor(&random(&mut rng, &shape, -3.0, 3.0)).unwrap();
+        let drop = (p > 0.0).then(|| dropout_mask(&mut rng, &shape, p));
+        let r = random(&mut rng, &shape, -1.0, 1.0);
+        let ours = bias_dropout_add(&x, &bias, drop.as_ref(), &res).unwrap();
+        let mut want = x.broadcast_add(&bias).unwrap();
+        if let Some(d) = &drop {
+            want = want.mul(d).unwrap();
+        }
+        let want = (want + res.as_tensor()).unwrap();
+        assert_close(&format!("bias+dropout+add forward p={p}"), &ours, &want);
+        let g_ours = grads(&ours, &r, &[&x, &bias, &res]);
+        let g_want = grads(&want, &r, &[&x, &bias, &res]);
+        for ((name, a), b) in ["dx", "dbias", "dresidual"]
+            .iter()
+            .zip(&g_ours)
+            .zip(&g_want)
+        {
+            assert_close(&format!("bias+dropout+add {name} p={p}"), a, b);
+        }
+    }
+}
+
+/// Forward and backward values of all the ops, run inside a pool of `threads` threads.
 fn run_all(threads: usize) -> Vec<Vec<f32>> {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
@@ -146,7 +222,11 @@ fn run_all(threads: usize) -> Vec<Vec<f32>> {
         let y = bias_gelu(&y, &b).unwrap();
         let s = y.reshape((2, 5, 90, 96)).unwrap();
         let mask = Tensor::zeros((2, 96), candle_core::DType::F32, &Device::Cpu).unwrap();
-        let p = masked_softmax(&s, &mask, 0.3).unwrap();
+        let drop = dropout_mask(&mut rng, &[2, 5, 90, 96], 0.1);
+        let p = masked_softmax(&s, &mask, 0.3, Some(&drop)).unwrap();
+        let hd = dropout_mask(&mut rng, &[900, 96], 0.1);
+        let p = bias_dropout_add(&p.reshape((900, 96)).unwrap(), &b, Some(&hd), &x).unwrap();
+        let p = p.reshape((2, 5, 90, 96)).unwrap();
         let r = random(&mut rng, &[2, 5, 90, 96], -1.0, 1.0);
         let mut out = vec![values(&p)];
         out.extend(grads(&p, &r, &[&x, &w, &b]).iter().map(values));
