@@ -69,17 +69,11 @@ impl LayerNorm {
     }
 }
 
+/// A dense layer; the forward pass applies the bias inside the fused op that follows the matmul.
 struct Linear {
     /// `[out, in]`, PyTorch's layout.
     weight: Tensor,
     bias: Tensor,
-}
-
-impl Linear {
-    /// `x` is 2-D `[rows, in]`.
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        x.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)
-    }
 }
 
 struct Layer {
@@ -338,14 +332,13 @@ impl Bert {
         let mask_bias = ((batch.mask.ones_like()? - &batch.mask)? * f64::from(MASK_BIAS))?;
         let scale = 1.0 / (self.head_dim as f32).sqrt();
         for layer in &self.layers {
-            let split = |y: Tensor| -> candle_core::Result<Tensor> {
-                y.reshape((b, t, self.heads, self.head_dim))?
-                    .transpose(1, 2)?
-                    .contiguous()
+            // Projection without bias, then bias + split into heads in one pass.
+            let split = |l: &Linear| -> candle_core::Result<Tensor> {
+                fused::bias_split_heads(&x.matmul(&l.weight.t()?)?, &l.bias, b, t, self.heads)
             };
-            let q = split(layer.query.forward(&x)?)?;
-            let k = split(layer.key.forward(&x)?)?;
-            let v = split(layer.value.forward(&x)?)?;
+            let q = split(&layer.query)?;
+            let k = split(&layer.key)?;
+            let v = split(&layer.value)?;
             let attention_drop = match dropout.as_deref_mut() {
                 Some(d) => {
                     let p = d.attention;

@@ -8,7 +8,9 @@
 
 use candle_core::{D, Device, Tensor, Var};
 use embedkit_train::SplitMix64;
-use embedkit_train::fused::{bias_dropout_add, bias_gelu, layer_norm, masked_softmax};
+use embedkit_train::fused::{
+    bias_dropout_add, bias_gelu, bias_split_heads, layer_norm, masked_softmax,
+};
 
 const TOL: f32 = 2e-5;
 
@@ -129,6 +131,30 @@ fn bias_gelu_matches_candle_ops() {
     let g_want = grads(&want, &r, &[&x, &bias]);
     assert_close("gelu dx", &g_ours[0], &g_want[0]);
     assert_close("gelu dbias", &g_ours[1], &g_want[1]);
+}
+
+#[test]
+fn bias_split_heads_matches_candle_ops() {
+    let mut rng = SplitMix64::new(29);
+    let (b, t, heads, d) = (3, 50, 4, 24);
+    let y = Var::from_tensor(&random(&mut rng, &[b * t, heads * d], -2.0, 2.0)).unwrap();
+    let bias = Var::from_tensor(&random(&mut rng, &[heads * d], -1.0, 1.0)).unwrap();
+    let r = random(&mut rng, &[b, heads, t, d], -1.0, 1.0);
+    let ours = bias_split_heads(&y, &bias, b, t, heads).unwrap();
+    let want = y
+        .broadcast_add(&bias)
+        .unwrap()
+        .reshape((b, t, heads, d))
+        .unwrap()
+        .transpose(1, 2)
+        .unwrap()
+        .contiguous()
+        .unwrap();
+    assert_close("split heads forward", &ours, &want);
+    let g_ours = grads(&ours, &r, &[&y, &bias]);
+    let g_want = grads(&want, &r, &[&y, &bias]);
+    assert_close("split heads dy", &g_ours[0], &g_want[0]);
+    assert_close("split heads dbias", &g_ours[1], &g_want[1]);
 }
 
 /// A dropout mask as the trainer draws it: 0 with probability `p`, else 1/(1−p).
