@@ -7,6 +7,7 @@
 //! its only user, and the forward pass is shaped by what autograd needs (padded batches, every op
 //! differentiable, dropout). When a candle GPU inference path is built, `model` is the piece to move out.
 
+mod alloc;
 mod data;
 mod error;
 mod eval;

@@ -389,6 +389,7 @@ fn load_checkpoint(
 /// Runs training to the end of the schedule (or until `stop` is set or `max_steps` is reached, which save a
 /// checkpoint), writing the output folder when the schedule completes.
 pub fn train(cfg: &TrainConfig, stop: Arc<AtomicBool>) -> Result<TrainReport, TrainError> {
+    crate::alloc::keep_freed_memory();
     match cfg.threads {
         Some(0) => Err(TrainError::Config("--threads must be at least 1".into())),
         // candle sizes its matmul parallelism by the current rayon pool.
