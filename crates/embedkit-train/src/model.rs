@@ -1,10 +1,13 @@
-//! A BERT encoder written from differentiable candle-core ops only.
+//! A BERT encoder on candle-core's autograd, its element-wise parts as fused ops with hand-written backward.
 //!
 //! candle-nn's fused `layer_norm` and `softmax_last_dim` have no backward pass (candle-transformers' BERT gets
-//! no gradient at all), so LayerNorm is spelled out from mean/variance, softmax from exp/sum and GELU is
-//! candle's `gelu_erf` (exact, as BERT's `gelu`), all of which candle differentiates. Parameters are candle
-//! `Var`s keyed by their names in the model's safetensors file, so the trained model is written back under the
-//! names it was read with.
+//! no gradient at all), and spelled out from candle ops each LayerNorm, softmax or GELU is 5–10 allocating
+//! passes forward and as many backward. So the matmuls stay candle's and everything between them is one of the
+//! custom ops in [`crate::fused`]: bias + split into heads for query/key/value, masked scaled softmax with the
+//! attention dropout inside, bias + dropout + residual, LayerNorm, bias + exact (erf) GELU. Each is tested
+//! against the candle-op composition it replaces (`tests/fused_ops.rs`) and the whole model against PyTorch
+//! (`tests/grad_parity.rs`). Parameters are candle `Var`s keyed by their names in the model's safetensors
+//! file, so the trained model is written back under the names it was read with.
 
 use crate::TrainError;
 use crate::fused;
