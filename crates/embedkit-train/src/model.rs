@@ -145,10 +145,8 @@ impl Dropout<'_> {
             return Ok(None);
         }
         let keep = 1.0 / (1.0 - p);
-        let n = shape.iter().product();
-        let mask: Vec<f32> = (0..n)
-            .map(|_| if self.rng.next_f32() < p { 0.0 } else { keep })
-            .collect();
+        let mut mask = vec![0f32; shape.iter().product()];
+        self.rng.dropout_mask(&mut mask, p, keep);
         Ok(Some(Tensor::from_vec(mask, shape, &Device::Cpu)?))
     }
 }

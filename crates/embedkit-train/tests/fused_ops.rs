@@ -264,3 +264,27 @@ fn run_all(threads: usize) -> Vec<Vec<f32>> {
 fn results_do_not_depend_on_the_thread_count() {
     assert_eq!(run_all(1), run_all(3));
 }
+
+#[test]
+fn parallel_dropout_masks_equal_sequential_draws() {
+    // Long enough for several parallel chunks, not a multiple of the chunk size; a seed near u64::MAX so the
+    // state wraps.
+    for seed in [42u64, u64::MAX - 3] {
+        let n = 100_003;
+        let (p, keep) = (0.1f32, 1.0 / 0.9);
+        let mut seq = SplitMix64::new(seed);
+        let want: Vec<f32> = (0..n)
+            .map(|_| if seq.next_f32() < p { 0.0 } else { keep })
+            .collect();
+        let mut par = SplitMix64::new(seed);
+        let mut got = vec![0f32; n];
+        par.dropout_mask(&mut got, p, keep);
+        assert_eq!(got, want, "seed {seed}");
+        assert_eq!(par, seq, "generator state after the mask, seed {seed}");
+        let dropped = got.iter().filter(|v| **v == 0.0).count();
+        assert!(
+            (9_000..11_000).contains(&dropped),
+            "{dropped} of {n} dropped"
+        );
+    }
+}
