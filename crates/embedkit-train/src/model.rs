@@ -347,17 +347,18 @@ impl Bert {
                 }
                 None => None,
             };
-            let probs = fused::masked_softmax(
-                &q.matmul(&k.t()?)?,
-                &mask_bias,
-                scale,
-                attention_drop.as_ref(),
-            )?;
-            let ctx = probs
-                .matmul(&v)?
-                .transpose(1, 2)?
-                .contiguous()?
-                .reshape((b * t, h))?;
+            let bh = b * self.heads;
+            let (d, nh) = (self.head_dim, self.heads);
+            let scores =
+                fused::batched_matmul(&q.reshape((bh, t, d))?, &k.reshape((bh, t, d))?, true)?
+                    .reshape((b, nh, t, t))?;
+            let probs = fused::masked_softmax(&scores, &mask_bias, scale, attention_drop.as_ref())?;
+            let ctx =
+                fused::batched_matmul(&probs.reshape((bh, t, t))?, &v.reshape((bh, t, d))?, false)?
+                    .reshape((b, nh, t, d))?
+                    .transpose(1, 2)?
+                    .contiguous()?
+                    .reshape((b * t, h))?;
             let hidden_drop = |dropout: &mut Option<&mut Dropout<'_>>, cols: usize| match dropout
                 .as_deref_mut()
             {

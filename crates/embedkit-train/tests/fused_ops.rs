@@ -9,7 +9,7 @@
 use candle_core::{D, Device, Tensor, Var};
 use embedkit_train::SplitMix64;
 use embedkit_train::fused::{
-    bias_dropout_add, bias_gelu, bias_split_heads, layer_norm, masked_softmax,
+    batched_matmul, bias_dropout_add, bias_gelu, bias_split_heads, layer_norm, masked_softmax,
 };
 
 const TOL: f32 = 2e-5;
@@ -286,5 +286,32 @@ fn parallel_dropout_masks_equal_sequential_draws() {
             (9_000..11_000).contains(&dropped),
             "{dropped} of {n} dropped"
         );
+    }
+}
+
+#[test]
+fn batched_matmul_matches_candle_matmul() {
+    let mut rng = SplitMix64::new(31);
+    let (batch, m, k, n) = (7, 19, 11, 23);
+    for transpose_b in [false, true] {
+        let a = Var::from_tensor(&random(&mut rng, &[batch, m, k], -1.0, 1.0)).unwrap();
+        let b_shape = if transpose_b {
+            [batch, n, k]
+        } else {
+            [batch, k, n]
+        };
+        let b = Var::from_tensor(&random(&mut rng, &b_shape, -1.0, 1.0)).unwrap();
+        let r = random(&mut rng, &[batch, m, n], -1.0, 1.0);
+        let ours = batched_matmul(&a, &b, transpose_b).unwrap();
+        let want = if transpose_b {
+            a.matmul(&b.t().unwrap()).unwrap()
+        } else {
+            a.matmul(&b).unwrap()
+        };
+        assert_close(&format!("bmm forward T={transpose_b}"), &ours, &want);
+        let g_ours = grads(&ours, &r, &[&a, &b]);
+        let g_want = grads(&want, &r, &[&a, &b]);
+        assert_close(&format!("bmm da T={transpose_b}"), &g_ours[0], &g_want[0]);
+        assert_close(&format!("bmm db T={transpose_b}"), &g_ours[1], &g_want[1]);
     }
 }
