@@ -392,7 +392,8 @@ pub fn train(cfg: &TrainConfig, stop: Arc<AtomicBool>) -> Result<TrainReport, Tr
     crate::alloc::keep_freed_memory();
     match cfg.threads {
         Some(0) => Err(TrainError::Config("--threads must be at least 1".into())),
-        // candle sizes its matmul parallelism by the current rayon pool.
+        // The fused ops and candle's matmul (gemm) run on the current rayon pool; candle's own element-wise ops
+        // use a separate pool sized by CANDLE_NUM_THREADS / RAYON_NUM_THREADS / the core count.
         Some(n) => rayon::ThreadPoolBuilder::new()
             .num_threads(n)
             .build()
