@@ -7,9 +7,11 @@
 //! its only user, and the forward pass is shaped by what autograd needs (padded batches, every op
 //! differentiable, dropout). When a candle GPU inference path is built, `model` is the piece to move out.
 
+mod alloc;
 mod data;
 mod error;
 mod eval;
+pub mod fused;
 mod loss;
 mod model;
 mod optim;

@@ -1,14 +1,18 @@
-//! A BERT encoder written from differentiable candle-core ops only.
+//! A BERT encoder on candle-core's autograd, its element-wise parts as fused ops with hand-written backward.
 //!
 //! candle-nn's fused `layer_norm` and `softmax_last_dim` have no backward pass (candle-transformers' BERT gets
-//! no gradient at all), so LayerNorm is spelled out from mean/variance, softmax from exp/sum and GELU is
-//! candle's `gelu_erf` (exact, as BERT's `gelu`), all of which candle differentiates. Parameters are candle
-//! `Var`s keyed by their names in the model's safetensors file, so the trained model is written back under the
-//! names it was read with.
+//! no gradient at all), and spelled out from candle ops each LayerNorm, softmax or GELU is 5–10 allocating
+//! passes forward and as many backward. So the matmuls stay candle's and everything between them is one of the
+//! custom ops in [`crate::fused`]: bias + split into heads for query/key/value, masked scaled softmax with the
+//! attention dropout inside, bias + dropout + residual, LayerNorm, bias + exact (erf) GELU. Each is tested
+//! against the candle-op composition it replaces (`tests/fused_ops.rs`) and the whole model against PyTorch
+//! (`tests/grad_parity.rs`). Parameters are candle `Var`s keyed by their names in the model's safetensors
+//! file, so the trained model is written back under the names it was read with.
 
 use crate::TrainError;
+use crate::fused;
 use crate::rng::SplitMix64;
-use candle_core::{D, DType, Device, Tensor, Var};
+use candle_core::{DType, Device, Tensor, Var};
 use embedkit_model::{Activation, Architecture, EncoderConfig, SafetensorsFiles};
 use std::collections::HashMap;
 use std::path::Path;
@@ -59,32 +63,20 @@ impl Params {
 struct LayerNorm {
     weight: Tensor,
     bias: Tensor,
-    eps: f64,
+    eps: f32,
 }
 
 impl LayerNorm {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let mean = x.mean_keepdim(D::Minus1)?;
-        let centered = x.broadcast_sub(&mean)?;
-        let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
-        let normed = centered.broadcast_div(&(var + self.eps)?.sqrt()?)?;
-        normed
-            .broadcast_mul(&self.weight)?
-            .broadcast_add(&self.bias)
+        fused::layer_norm(x, &self.weight, &self.bias, self.eps)
     }
 }
 
+/// A dense layer; the forward pass applies the bias inside the fused op that follows the matmul.
 struct Linear {
     /// `[out, in]`, PyTorch's layout.
     weight: Tensor,
     bias: Tensor,
-}
-
-impl Linear {
-    /// `x` is 2-D `[rows, in]`.
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        x.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)
-    }
 }
 
 struct Layer {
@@ -141,15 +133,21 @@ pub struct Dropout<'a> {
 
 impl Dropout<'_> {
     fn apply(&mut self, x: &Tensor, p: f32) -> candle_core::Result<Tensor> {
+        match self.mask(x.dims(), p)? {
+            Some(mask) => x.mul(&mask),
+            None => Ok(x.clone()),
+        }
+    }
+
+    /// A dropout mask of `shape` (0 or 1/(1−p)), `None` when `p` is 0; the fused ops take it as an input.
+    fn mask(&mut self, shape: &[usize], p: f32) -> candle_core::Result<Option<Tensor>> {
         if p <= 0.0 {
-            return Ok(x.clone());
+            return Ok(None);
         }
         let keep = 1.0 / (1.0 - p);
-        let n = x.elem_count();
-        let mask: Vec<f32> = (0..n)
-            .map(|_| if self.rng.next_f32() < p { 0.0 } else { keep })
-            .collect();
-        x.mul(&Tensor::from_vec(mask, x.shape(), x.device())?)
+        let mut mask = vec![0f32; shape.iter().product()];
+        self.rng.dropout_mask(&mut mask, p, keep);
+        Ok(Some(Tensor::from_vec(mask, shape, &Device::Cpu)?))
     }
 }
 
@@ -231,7 +229,7 @@ impl Bert {
             Ok(LayerNorm {
                 weight: load(&format!("{base}.weight"), &[h])?,
                 bias: load(&format!("{base}.bias"), &[h])?,
-                eps: f64::from(config.layer_norm_eps),
+                eps: config.layer_norm_eps,
             })
         };
         let word_embeddings = load("embeddings.word_embeddings.weight", &[config.vocab_size, h])?;
@@ -331,45 +329,64 @@ impl Bert {
             let p = d.hidden;
             x = d.apply(&x, p)?;
         }
-        // [b, 1, 1, t]: 0 for real keys, MASK_BIAS for padding.
-        let mask_bias = ((batch.mask.ones_like()? - &batch.mask)? * f64::from(MASK_BIAS))?
-            .reshape((b, 1, 1, t))?;
-        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        // [b, t]: 0 for real keys, MASK_BIAS for padding.
+        let mask_bias = ((batch.mask.ones_like()? - &batch.mask)? * f64::from(MASK_BIAS))?;
+        let scale = 1.0 / (self.head_dim as f32).sqrt();
         for layer in &self.layers {
-            let split = |y: Tensor| -> candle_core::Result<Tensor> {
-                y.reshape((b, t, self.heads, self.head_dim))?
-                    .transpose(1, 2)?
-                    .contiguous()
+            // Projection without bias, then bias + split into heads in one pass.
+            let split = |l: &Linear| -> candle_core::Result<Tensor> {
+                fused::bias_split_heads(&x.matmul(&l.weight.t()?)?, &l.bias, b, t, self.heads)
             };
-            let q = split(layer.query.forward(&x)?)?;
-            let k = split(layer.key.forward(&x)?)?;
-            let v = split(layer.value.forward(&x)?)?;
-            let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&mask_bias)?;
-            let max = scores.max_keepdim(D::Minus1)?.detach();
-            let e = scores.broadcast_sub(&max)?.exp()?;
-            let mut probs = e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?;
-            if let Some(d) = dropout.as_deref_mut() {
-                let p = d.attention;
-                probs = d.apply(&probs, p)?;
-            }
-            let ctx = probs
-                .matmul(&v)?
-                .transpose(1, 2)?
-                .contiguous()?
-                .reshape((b * t, h))?;
-            let mut a = layer.attention_output.forward(&ctx)?;
-            if let Some(d) = dropout.as_deref_mut() {
-                let p = d.hidden;
-                a = d.apply(&a, p)?;
-            }
-            let x1 = layer.attention_norm.forward(&(a + &x)?)?;
-            let inter = layer.intermediate.forward(&x1)?.gelu_erf()?;
-            let mut o = layer.output.forward(&inter)?;
-            if let Some(d) = dropout.as_deref_mut() {
-                let p = d.hidden;
-                o = d.apply(&o, p)?;
-            }
-            x = layer.output_norm.forward(&(o + &x1)?)?;
+            let q = split(&layer.query)?;
+            let k = split(&layer.key)?;
+            let v = split(&layer.value)?;
+            let attention_drop = match dropout.as_deref_mut() {
+                Some(d) => {
+                    let p = d.attention;
+                    d.mask(&[b, self.heads, t, t], p)?
+                }
+                None => None,
+            };
+            let bh = b * self.heads;
+            let (d, nh) = (self.head_dim, self.heads);
+            let scores =
+                fused::batched_matmul(&q.reshape((bh, t, d))?, &k.reshape((bh, t, d))?, true)?
+                    .reshape((b, nh, t, t))?;
+            let probs = fused::masked_softmax(&scores, &mask_bias, scale, attention_drop.as_ref())?;
+            let ctx =
+                fused::batched_matmul(&probs.reshape((bh, t, t))?, &v.reshape((bh, t, d))?, false)?
+                    .reshape((b, nh, t, d))?
+                    .transpose(1, 2)?
+                    .contiguous()?
+                    .reshape((b * t, h))?;
+            let hidden_drop = |dropout: &mut Option<&mut Dropout<'_>>, cols: usize| match dropout
+                .as_deref_mut()
+            {
+                Some(d) => {
+                    let p = d.hidden;
+                    d.mask(&[b * t, cols], p)
+                }
+                None => Ok(None),
+            };
+            // Bias, dropout and the residual in one pass before each LayerNorm.
+            let drop = hidden_drop(&mut dropout, h)?;
+            let x1 = layer.attention_norm.forward(&fused::bias_dropout_add(
+                &ctx.matmul(&layer.attention_output.weight.t()?)?,
+                &layer.attention_output.bias,
+                drop.as_ref(),
+                &x,
+            )?)?;
+            let inter = fused::bias_gelu(
+                &x1.matmul(&layer.intermediate.weight.t()?)?,
+                &layer.intermediate.bias,
+            )?;
+            let drop = hidden_drop(&mut dropout, h)?;
+            x = layer.output_norm.forward(&fused::bias_dropout_add(
+                &inter.matmul(&layer.output.weight.t()?)?,
+                &layer.output.bias,
+                drop.as_ref(),
+                &x1,
+            )?)?;
         }
         Ok(x.reshape((b, t, h))?)
     }

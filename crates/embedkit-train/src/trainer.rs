@@ -389,9 +389,11 @@ fn load_checkpoint(
 /// Runs training to the end of the schedule (or until `stop` is set or `max_steps` is reached, which save a
 /// checkpoint), writing the output folder when the schedule completes.
 pub fn train(cfg: &TrainConfig, stop: Arc<AtomicBool>) -> Result<TrainReport, TrainError> {
+    crate::alloc::keep_freed_memory();
     match cfg.threads {
         Some(0) => Err(TrainError::Config("--threads must be at least 1".into())),
-        // candle sizes its matmul parallelism by the current rayon pool.
+        // The fused ops and candle's matmul (gemm) run on the current rayon pool; candle's own element-wise ops
+        // use a separate pool sized by CANDLE_NUM_THREADS / RAYON_NUM_THREADS / the core count.
         Some(n) => rayon::ThreadPoolBuilder::new()
             .num_threads(n)
             .build()
