@@ -1,0 +1,273 @@
+//! The drift test as a whole: validate and subsample the two samples, run the chosen methods, decide each
+//! method's verdict (p < α and an effect floor), and combine them into one calibrated verdict.
+//!
+//! The overall p-value is Simes' combination of the methods' p-values. Four tests on the same two samples are
+//! strongly and positively dependent; "drift when any method fires" would then reject up to 4α of the time under
+//! no drift, Bonferroni (min p · 4 < α) would be needlessly conservative, while Simes is valid under such
+//! dependence and is exact at both extremes (independent tests and identical tests). Overall drift = Simes
+//! p < α **and** at least one method's own verdict is drift (so its effect floor holds too).
+
+use crate::centroid::centroid_test;
+use crate::classifier::{ClassifierOptions, domain_classifier};
+use crate::cluster::{ClusterShift, cluster_shift};
+use crate::ks::ks_test;
+use crate::mmd::KernelMatrix;
+use crate::rng::{SplitMix64, subsample};
+use crate::stats::simes;
+use crate::DriftError;
+use embedkit_core::Embeddings;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+/// A two-sample test of the drift test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// Unbiased MMD² with an RBF kernel (median-heuristic bandwidth), permutation p-value.
+    Mmd,
+    /// Logistic-regression domain classifier, cross-validated ROC-AUC.
+    Classifier,
+    /// Euclidean and cosine distance of the means, permutation p-value.
+    Centroid,
+    /// Per-dimension Kolmogorov–Smirnov with Bonferroni and Benjamini–Hochberg, Simes-combined.
+    Ks,
+}
+
+impl Method {
+    /// Every method, in report order.
+    pub const ALL: [Method; 4] = [Method::Mmd, Method::Classifier, Method::Centroid, Method::Ks];
+
+    /// The method's name on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Mmd => "mmd",
+            Method::Classifier => "classifier",
+            Method::Centroid => "centroid",
+            Method::Ks => "ks",
+        }
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Method {
+    type Err = DriftError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Method::ALL
+            .into_iter()
+            .find(|m| m.name() == s.trim().to_ascii_lowercase())
+            .ok_or_else(|| DriftError::InvalidOption(format!("unknown method '{s}' (mmd, classifier, centroid, ks)")))
+    }
+}
+
+/// How a drift test runs. The defaults are the ones calibrated on the Debian corpus (docs/MONITORING.md).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DriftOptions {
+    /// Methods to run (at least one).
+    pub methods: Vec<Method>,
+    /// Significance level of every verdict.
+    pub alpha: f64,
+    /// Permutations of the MMD and centroid tests.
+    pub permutations: usize,
+    /// Seed of every random choice (subsamples, permutations, folds, k-means).
+    pub seed: u64,
+    /// At most this many vectors a side enter the tests (a seeded subsample): MMD's kernel matrix is quadratic.
+    pub max_samples: usize,
+    /// Fewer current vectors than this is refused: the tests have little power and the classifier's folds are tiny.
+    pub min_current: usize,
+    /// The classifier's verdict also needs AUC ≥ this (an effect-size floor: at large samples a trivial but
+    /// real difference is "significant").
+    pub auc_floor: f64,
+    /// The domain classifier's settings.
+    pub classifier: ClassifierOptions,
+    /// Reference clusters for the cluster report; 0 = no cluster report.
+    pub clusters: usize,
+    /// How many current rows the witness ranking reports (and reference rows for emptied regions).
+    pub novel: usize,
+}
+
+impl Default for DriftOptions {
+    fn default() -> Self {
+        Self {
+            methods: Method::ALL.to_vec(),
+            alpha: 0.05,
+            permutations: 500,
+            seed: 0,
+            max_samples: 2000,
+            min_current: 50,
+            auc_floor: 0.55,
+            classifier: ClassifierOptions::default(),
+            clusters: 16,
+            novel: 10,
+        }
+    }
+}
+
+/// One method's outcome.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MethodResult {
+    /// The method's p-value.
+    pub p_value: f64,
+    /// Its statistic: MMD², AUC, Euclidean centroid distance, largest KS D.
+    pub statistic: f64,
+    /// p < α and the effect floor holds.
+    pub drift: bool,
+    /// Further numbers (cosine distance and its p-value, dimensions rejected, the kernel bandwidth …).
+    pub details: BTreeMap<String, f64>,
+}
+
+/// A row the witness function singles out.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WitnessRow {
+    /// Index into the sample given to [`detect`] (not the subsample).
+    pub index: usize,
+    /// The witness value: mean kernel to the reference minus mean kernel to the current sample.
+    pub witness: f64,
+}
+
+/// The drift test's report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DriftReport {
+    /// The overall verdict.
+    pub drift: bool,
+    /// Simes' combination of the methods' p-values.
+    pub p_value: f64,
+    /// The level the verdicts used.
+    pub alpha: f64,
+    /// Rows given (reference, current).
+    pub rows: (usize, usize),
+    /// Rows tested after subsampling (reference, current).
+    pub sampled: (usize, usize),
+    /// Per-method results, by name.
+    pub methods: BTreeMap<String, MethodResult>,
+    /// Current rows the reference explains worst (most negative witness first); needs MMD.
+    pub novel: Vec<WitnessRow>,
+    /// Reference rows the current sample covers least (largest witness first); needs MMD.
+    pub emptied: Vec<WitnessRow>,
+    /// The cluster report (indices into the reference given to [`detect`]).
+    pub clusters: Option<ClusterShift>,
+}
+
+/// Runs the drift test of `current` against `reference`.
+pub fn detect(reference: &Embeddings, current: &Embeddings, opts: &DriftOptions) -> Result<DriftReport, DriftError> {
+    validate(reference, current, opts)?;
+    let d = reference.dims();
+    let mut rng = SplitMix64::stream(opts.seed, 0x5A);
+    let rx = subsample(reference.rows(), opts.max_samples, &mut rng);
+    let ry = subsample(current.rows(), opts.max_samples, &mut rng);
+    let gather = |e: &Embeddings, idx: &[usize]| -> Vec<f32> { idx.iter().flat_map(|&i| e.row(i).iter().copied()).collect() };
+    let x = gather(reference, &rx);
+    let y = gather(current, &ry);
+    let (nx, ny) = (rx.len(), ry.len());
+    let mut methods = BTreeMap::new();
+    let mut novel = Vec::new();
+    let mut emptied = Vec::new();
+    let mut methods_sorted = opts.methods.clone();
+    methods_sorted.sort();
+    methods_sorted.dedup();
+    for method in methods_sorted {
+        let seed = opts.seed ^ (method as u64 + 1).wrapping_mul(0x9E37_79B9);
+        let result = match method {
+            Method::Mmd => {
+                let km = KernelMatrix::new(&x, nx, &y, ny, d, None);
+                let (p, _) = km.permutation_pvalue(opts.permutations, seed);
+                let stat = km.mmd2();
+                let (wx, wy) = km.witness();
+                novel = rank(&wy, &ry, opts.novel, false);
+                emptied = rank(&wx, &rx, opts.novel, true);
+                let details = BTreeMap::from([("sigma".to_string(), km.sigma)]);
+                MethodResult { p_value: p, statistic: stat, drift: p < opts.alpha, details }
+            }
+            Method::Classifier => {
+                let r = domain_classifier(&x, nx, &y, ny, d, &opts.classifier, seed);
+                let drift = r.p_value < opts.alpha && r.auc >= opts.auc_floor;
+                let details = BTreeMap::from([("auc_floor".to_string(), opts.auc_floor)]);
+                MethodResult { p_value: r.p_value, statistic: r.auc, drift, details }
+            }
+            Method::Centroid => {
+                let r = centroid_test(&x, nx, &y, ny, d, opts.permutations, seed);
+                let details = BTreeMap::from([
+                    ("cosine".to_string(), r.cosine),
+                    ("cosine_p_value".to_string(), r.cosine_p_value),
+                ]);
+                MethodResult { p_value: r.p_value, statistic: r.euclidean, drift: r.p_value < opts.alpha, details }
+            }
+            Method::Ks => {
+                let r = ks_test(&x, nx, &y, ny, d);
+                let count = |v: &[f64]| v.iter().filter(|&&p| p < opts.alpha).count() as f64;
+                let details = BTreeMap::from([
+                    ("dims_rejected_bonferroni".to_string(), count(&r.bonferroni)),
+                    ("dims_rejected_bh".to_string(), count(&r.bh)),
+                    ("dims".to_string(), d as f64),
+                ]);
+                MethodResult { p_value: r.p_value, statistic: r.max_statistic, drift: r.p_value < opts.alpha, details }
+            }
+        };
+        methods.insert(method.name().to_string(), result);
+    }
+    let ps: Vec<f64> = methods.values().map(|m| m.p_value).collect();
+    let p_value = simes(&ps);
+    let drift = p_value < opts.alpha && methods.values().any(|m| m.drift);
+    let clusters = (opts.clusters > 0).then(|| {
+        let mut c = cluster_shift(&x, nx, &y, ny, d, opts.clusters, opts.seed);
+        // Report reference rows as the caller numbered them.
+        for cl in &mut c.clusters {
+            cl.central.iter_mut().for_each(|i| *i = rx[*i]);
+        }
+        c
+    });
+    Ok(DriftReport {
+        drift,
+        p_value,
+        alpha: opts.alpha,
+        rows: (reference.rows(), current.rows()),
+        sampled: (nx, ny),
+        methods,
+        novel,
+        emptied,
+        clusters,
+    })
+}
+
+fn rank(w: &[f64], original: &[usize], k: usize, descending: bool) -> Vec<WitnessRow> {
+    let mut order: Vec<usize> = (0..w.len()).collect();
+    order.sort_by(|&a, &b| if descending { w[b].total_cmp(&w[a]) } else { w[a].total_cmp(&w[b]) });
+    order.into_iter().take(k).map(|i| WitnessRow { index: original[i], witness: w[i] }).collect()
+}
+
+fn validate(reference: &Embeddings, current: &Embeddings, opts: &DriftOptions) -> Result<(), DriftError> {
+    if opts.methods.is_empty() {
+        return Err(DriftError::InvalidOption("no method chosen".into()));
+    }
+    if !(opts.alpha > 0.0 && opts.alpha < 1.0) {
+        return Err(DriftError::InvalidOption(format!("alpha must be in (0, 1), got {}", opts.alpha)));
+    }
+    if opts.permutations == 0 && opts.methods.iter().any(|m| matches!(m, Method::Mmd | Method::Centroid)) {
+        return Err(DriftError::InvalidOption("permutations must be at least 1".into()));
+    }
+    if opts.max_samples < 2 {
+        return Err(DriftError::InvalidOption("max_samples must be at least 2".into()));
+    }
+    if reference.dims() != current.dims() {
+        return Err(DriftError::DimsMismatch { reference: reference.dims(), current: current.dims() });
+    }
+    let need = opts.min_current.max(2);
+    if current.rows() < need {
+        return Err(DriftError::TooFew { sample: "current", rows: current.rows(), need });
+    }
+    if reference.rows() < need {
+        return Err(DriftError::TooFew { sample: "reference", rows: reference.rows(), need });
+    }
+    for (sample, e) in [("reference", reference), ("current", current)] {
+        if let Some(row) = (0..e.rows()).find(|&i| e.row(i).iter().any(|v| !v.is_finite())) {
+            return Err(DriftError::NonFinite { sample, row });
+        }
+    }
+    Ok(())
+}
