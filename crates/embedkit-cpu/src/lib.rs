@@ -15,7 +15,10 @@ pub use simd::SimdLevel;
 use embedkit_model::{
     Backend, BackendError, EncoderConfig, EncoderWeights, LayerNorm, Linear, TokenBatch,
 };
+use embedkit_model::{LocalEmbedder, ModelError};
 use gemm::Parallelism;
+use std::path::Path;
+use std::sync::Arc;
 
 /// Errors of the CPU backend.
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +89,10 @@ pub struct CpuOptions {
     /// f32 batches of up to this many tokens use the panel kernel, larger ones `gemm`; `None` reads
     /// `EMBEDKIT_PANEL_MAX_ROWS`, else 1024. Both give the same vectors to float rounding.
     pub panel_max_rows: Option<usize>,
+    /// Run on this pool instead of a new one (then `threads` is the pool's size). The Python package passes
+    /// the pool it also tokenizes on, so a model uses exactly the threads it was given, and a fresh pool
+    /// after `fork()` (whose child has no pool threads) by building a new backend.
+    pub thread_pool: Option<Arc<rayon::ThreadPool>>,
 }
 
 /// One linear layer in the chosen arithmetic.
@@ -161,12 +168,32 @@ pub struct CpuBackend {
     embedding_norm: LayerNorm,
     layers: Vec<Layer>,
     relative_attention_bias: Option<Vec<f32>>,
-    pool: rayon::ThreadPool,
+    pool: Arc<rayon::ThreadPool>,
     threads: usize,
     simd: SimdLevel,
     compute: Compute,
     vnni: bool,
     panel_max_rows: usize,
+}
+
+/// A pool of `threads` named worker threads, as the backend makes its own.
+pub fn new_thread_pool(threads: usize) -> Result<rayon::ThreadPool, CpuError> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("embedkit-cpu-{i}"))
+        .build()
+        .map_err(|e| CpuError::ThreadPool {
+            threads,
+            message: e.to_string(),
+        })
+}
+
+/// Loads the model folder `dir` onto the CPU backend: what the command line and the Python package do with a
+/// local model. `name` is what logs, reports and caches call it.
+pub fn load_model(name: &str, dir: &Path, options: &CpuOptions) -> Result<LocalEmbedder, ModelError> {
+    LocalEmbedder::load(name, dir, |config, weights| {
+        Ok(Box::new(CpuBackend::new(config, weights, options)?) as Box<dyn Backend>)
+    })
 }
 
 impl CpuBackend {
@@ -176,18 +203,15 @@ impl CpuBackend {
         weights: EncoderWeights,
         options: &CpuOptions,
     ) -> Result<Self, CpuError> {
-        let threads = options
-            .threads
-            .filter(|&t| t > 0)
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("embedkit-cpu-{i}"))
-            .build()
-            .map_err(|e| CpuError::ThreadPool {
-                threads,
-                message: e.to_string(),
-            })?;
+        let (pool, threads) = match &options.thread_pool {
+            Some(pool) => (pool.clone(), pool.current_num_threads()),
+            None => {
+                let threads = options.threads.filter(|&t| t > 0).unwrap_or_else(|| {
+                    std::thread::available_parallelism().map_or(1, |n| n.get())
+                });
+                (Arc::new(new_thread_pool(threads)?), threads)
+            }
+        };
         let h = config.hidden_size;
         let layers = weights
             .layers

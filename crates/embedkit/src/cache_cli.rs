@@ -1,15 +1,14 @@
 //! The vector cache on the command line: `--cache DIR|URL`, `--no-cache` (and the TTL and size options)
 //! for the commands that embed, and `embedkit cache stats|clear|prune`.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use embedkit_cache::{
-    Cache, CachedEmbedder, DEFAULT_TTL, EmbeddedCache, EmbeddedCacheOptions, RedisCache,
-    RedisCacheOptions,
+    Cache, CachedEmbedder, DEFAULT_TTL, EmbeddedCache, EmbeddedCacheOptions,
 };
 use embedkit_core::Embedder;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -86,24 +85,10 @@ pub fn open_cache_with(
         return Ok(None);
     }
     match spec {
-        Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => {
-            let cache = RedisCache::open(
-                url,
-                RedisCacheOptions {
-                    ttl,
-                    ..RedisCacheOptions::default()
-                },
-            )?;
-            Ok(Some(Arc::new(cache)))
-        }
-        Some(other) if other.contains("://") || other.starts_with("redis:") => bail!(
-            "--cache {other}: expected a folder, redis://[user:pass@]host:port/db or rediss://…"
-        ),
-        Some(dir) => {
-            let dir = PathBuf::from(dir);
-            let cache = EmbeddedCache::open(&dir, embedded_options(ttl, max_bytes))
-                .with_context(|| format!("cannot open the cache in {}", dir.display()))?;
-            Ok(Some(Arc::new(cache)))
+        Some(spec) => {
+            // The library's errors name the folder or the Redis server (without its password).
+            let cache = embedkit_cache::open_cache(spec, ttl, max_bytes).context("--cache")?;
+            Ok(Some(cache))
         }
         None => {
             let dir = home.join(CACHE_DIR);

@@ -15,8 +15,8 @@ mod vectors_cli;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use embedkit_core::{Embedder, Embeddings, EncodeOptions, Metric, similarity_matrix, top_k};
-use embedkit_cpu::{Compute, CpuBackend, CpuOptions};
-use embedkit_model::{Backend, LocalEmbedder};
+use embedkit_cpu::{Compute, CpuOptions};
+use embedkit_model::LocalEmbedder;
 use embedkit_sources::SourceConfig;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use input::InputFormat;
@@ -422,10 +422,8 @@ fn load_model(args: &ModelArgs, quiet: bool) -> Result<LocalEmbedder> {
     if args.threads == Some(0) {
         bail!("--threads must be at least 1");
     }
-    let model = LocalEmbedder::load(&args.model, &dir, |config, weights| {
-        Ok(Box::new(CpuBackend::new(config, weights, &options)?) as Box<dyn Backend>)
-    })
-    .with_context(|| format!("cannot load model '{}'", args.model))?;
+    let model = embedkit_cpu::load_model(&args.model, &dir, &options)
+        .with_context(|| format!("cannot load model '{}'", args.model))?;
     Ok(model)
 }
 
