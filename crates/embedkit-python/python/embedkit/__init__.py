@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 
 import numpy as np
@@ -58,6 +59,9 @@ class SentenceTransformer:
         threads: Optional[int] = None,
         cache: Optional[str] = None,
         *,
+        prompts: Optional[Dict[str, str]] = None,
+        default_prompt_name: Optional[str] = None,
+        similarity_fn_name: Optional[str] = None,
         base_url: Optional[str] = None,
     ) -> None:
         if device not in (None, "cpu", "auto"):
@@ -74,6 +78,9 @@ class SentenceTransformer:
             "compute": compute,
             "threads": threads,
             "cache": cache,
+            "prompts": prompts,
+            "default_prompt_name": default_prompt_name,
+            "similarity_fn_name": similarity_fn_name,
             "base_url": base_url,
         }
         self._model = _embedkit.Model(
@@ -81,9 +88,22 @@ class SentenceTransformer:
         )
         info = self._model.info()
         self.truncate_dim: Optional[int] = truncate_dim
-        self.prompts: Dict[str, str] = dict(info["prompts"])
-        self.default_prompt_name: Optional[str] = info["default_prompt_name"]
-        self._similarity_fn_name: Optional[str] = info["similarity_fn_name"]
+        # sentence-transformers 6: every model has the prompts "query" and "document" (empty unless saved or
+        # given); the constructor's prompts win over the saved ones, whose new names come last.
+        given = dict(prompts or {})
+        self.prompts: Dict[str, str] = {"query": "", "document": ""}
+        self.prompts.update(given)
+        for name, text in info["prompts"].items():
+            if name not in given:
+                self.prompts[name] = text
+        self.default_prompt_name: Optional[str] = (
+            default_prompt_name if default_prompt_name is not None else info["default_prompt_name"]
+        )
+        self._similarity_fn_name: Optional[str] = None
+        if similarity_fn_name is not None:
+            self.similarity_fn_name = similarity_fn_name
+        else:
+            self._similarity_fn_name = info["similarity_fn_name"]
         self._model_max_seq_length: Optional[int] = info["max_seq_length"]
         self._max_seq_length: Optional[int] = info["max_seq_length"]
         self._info = info
@@ -107,7 +127,7 @@ class SentenceTransformer:
     def __repr__(self) -> str:
         return (
             f"SentenceTransformer({self._kwargs['model_name_or_path']!r}, compute={self._model.compute!r}, "
-            f"threads={self._model.threads}, dims={self.get_sentence_embedding_dimension()})"
+            f"threads={self._model.threads}, dims={self.get_embedding_dimension()})"
         )
 
     # -- attributes sentence-transformers users read ------------------------------------------------------
@@ -151,6 +171,15 @@ class SentenceTransformer:
         return self._model.fingerprint()
 
     def get_sentence_embedding_dimension(self) -> Optional[int]:
+        """Deprecated in sentence-transformers 6 (a ``FutureWarning``): :meth:`get_embedding_dimension`."""
+        warnings.warn(
+            "The `get_sentence_embedding_dimension` method has been renamed to `get_embedding_dimension`.",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return self.get_embedding_dimension()
+
+    def get_embedding_dimension(self) -> Optional[int]:
         """Width of the vectors ``encode`` returns (``truncate_dim`` when set)."""
         dims = self._model.dims()
         if self.truncate_dim is not None:
@@ -195,7 +224,7 @@ class SentenceTransformer:
 
     def encode(
         self,
-        sentences: Union[str, Sequence[str]],
+        inputs: Union[str, Sequence[str], None] = None,
         prompt_name: Optional[str] = None,
         prompt: Optional[str] = None,
         batch_size: int = 32,
@@ -218,22 +247,23 @@ class SentenceTransformer:
         """
         if device not in (None, "cpu", "auto"):
             raise ValueError(f"device {device!r}: this build of embedkit computes on the CPU only")
+        inputs = _inputs_argument(inputs, kwargs)
         unknown = set(kwargs) - {"pool", "chunk_size", "task"}
         if unknown:
             raise TypeError(f"encode() got unexpected keyword arguments {sorted(unknown)!r}")
         if precision not in _PRECISIONS:
-            raise ValueError(f"Precision {precision!r} is not supported; expected one of {_PRECISIONS!r}")
+            raise ValueError(f"Precision {precision!r} is not supported")
         if output_value not in _OUTPUT_VALUES:
             raise ValueError(
                 f"output_value {output_value!r}: expected 'sentence_embedding', 'token_embeddings' or None"
             )
-        if batch_size is None or batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
-        single = isinstance(sentences, str) or not hasattr(sentences, "__len__")
-        texts: List[str] = [sentences] if single else list(sentences)  # type: ignore[list-item]
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size}.")
+        single = isinstance(inputs, str) or not hasattr(inputs, "__len__")
+        texts: List[str] = [inputs] if single else list(inputs)  # type: ignore[list-item]
         for i, t in enumerate(texts):
             if not isinstance(t, str):
-                raise TypeError(f"sentences[{i}] is {type(t).__name__}, not str")
+                raise TypeError(f"inputs[{i}] is {type(t).__name__}, not str")
         if self._info["architecture"] == "api":
             # API models take prompt names as their own input types (Cohere, Voyage): pass them through.
             resolved, api_prompt_name = prompt, prompt_name
@@ -242,6 +272,13 @@ class SentenceTransformer:
         truncate_dim = truncate_dim if truncate_dim is not None else self.truncate_dim
         if convert_to_tensor:
             torch = _import_torch()
+        if not texts:
+            # What sentence-transformers returns for no inputs: np.array([]) (float64, shape (0,)).
+            if output_value != "sentence_embedding":
+                return []
+            if convert_to_tensor:
+                return torch.zeros(0, dtype=torch.float32)
+            return np.array([]) if convert_to_numpy else []
 
         if output_value != "sentence_embedding":
             return self._encode_tokens(texts, resolved, batch_size, output_value, single)
@@ -312,14 +349,15 @@ class SentenceTransformer:
             ]
         return out[0] if single else out
 
-    def encode_query(self, sentences, prompt_name: Optional[str] = None, prompt: Optional[str] = None, **kwargs):
+    def encode_query(self, inputs=None, prompt_name: Optional[str] = None, prompt: Optional[str] = None, **kwargs):
         """``encode`` with the model's ``query`` prompt when it has one and none is given."""
+        inputs = _inputs_argument(inputs, kwargs)
         if prompt_name is None and prompt is None and "query" in self.prompts:
             prompt_name = "query"
-        return self.encode(sentences, prompt_name=prompt_name, prompt=prompt, **kwargs)
+        return self.encode(inputs, prompt_name=prompt_name, prompt=prompt, **kwargs)
 
     def encode_document(
-        self, sentences, prompt_name: Optional[str] = None, prompt: Optional[str] = None, **kwargs
+        self, inputs=None, prompt_name: Optional[str] = None, prompt: Optional[str] = None, **kwargs
     ):
         """``encode`` with the model's ``document`` (else ``passage``, else ``corpus``) prompt when it has one
         and none is given."""
@@ -328,16 +366,21 @@ class SentenceTransformer:
                 if name in self.prompts:
                     prompt_name = name
                     break
-        return self.encode(sentences, prompt_name=prompt_name, prompt=prompt, **kwargs)
+        inputs = _inputs_argument(inputs, kwargs)
+        return self.encode(inputs, prompt_name=prompt_name, prompt=prompt, **kwargs)
 
     # -- similarity --------------------------------------------------------------------------------------
     def similarity(self, embeddings1, embeddings2) -> np.ndarray:
-        """The (n, m) matrix of the model's similarity function between two sets of embeddings."""
+        """The (n, m) float32 matrix of the model's similarity function between two sets of embeddings (a
+        single 1-D embedding counts as one row)."""
         a, b = _as_matrix(embeddings1), _as_matrix(embeddings2)
         return _similarity(a, b, self.similarity_fn_name)
 
     def similarity_pairwise(self, embeddings1, embeddings2) -> np.ndarray:
-        """The similarity of each row of ``embeddings1`` with the same row of ``embeddings2``, shape (n,)."""
+        """The similarity of each row of ``embeddings1`` with the same row of ``embeddings2``, shape (n,)
+        (a 0-d array for two 1-D embeddings)."""
+        if np.ndim(embeddings1) == 1 and np.ndim(embeddings2) == 1:
+            return self.similarity_pairwise(_as_matrix(embeddings1), _as_matrix(embeddings2))[0]
         a, b = _as_matrix(embeddings1), _as_matrix(embeddings2)
         name = self.similarity_fn_name
         if a.shape != b.shape:
@@ -362,15 +405,34 @@ class SentenceTransformer:
             input_ids[i, : len(row)] = row
             type_ids[i, : len(trow)] = trow
             mask[i, : len(row)] = 1
-        out = {"input_ids": input_ids}
+        if not items:
+            return {}
+        out: Dict[str, Any] = {"input_ids": input_ids}
         if self._info.get("architecture") == "BERT":
             out["token_type_ids"] = type_ids
         out["attention_mask"] = mask
+        out["modality"] = "text"
         return out
+
+    def preprocess(self, inputs: Union[str, Sequence[str]]) -> Dict[str, Any]:
+        """sentence-transformers 6's name for :meth:`tokenize`."""
+        return self.tokenize(inputs)
 
     def usage(self) -> Optional[Dict[str, Any]]:
         """Requests, billed input tokens and US dollars so far (API models), else ``None``."""
         return self._model.usage()
+
+
+def _inputs_argument(inputs, kwargs: Dict[str, Any]):
+    """sentence-transformers 6 renamed ``sentences`` to ``inputs``; the old name still works."""
+    if "sentences" in kwargs:
+        old = kwargs.pop("sentences")
+        if inputs is not None:
+            raise TypeError("encode() got both inputs and sentences (the old name of inputs)")
+        inputs = old
+    if inputs is None:
+        raise TypeError("encode() missing required argument: 'inputs'")
+    return inputs
 
 
 def _import_torch():

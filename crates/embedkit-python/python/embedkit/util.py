@@ -35,10 +35,16 @@ def quantize_embeddings(
     min then max — else from ``calibration_embeddings``, else from ``embeddings`` themselves), ``binary``
     (sign bits packed 8 per byte, minus 128, int8) or ``ubinary`` (the same bits, uint8).
     """
+    if precision not in ("float32", "int8", "uint8", "binary", "ubinary"):
+        raise ValueError(f"Precision {precision!r} is not supported")
+    if np.asarray(embeddings).dtype in (np.int8, np.uint8):
+        raise ValueError("Embeddings to quantize must be float rather than int8 or uint8.")
+    one = np.ndim(embeddings) == 1
     e = _f32_2d("embeddings", embeddings)
     r = None if ranges is None else np.ascontiguousarray(np.asarray(ranges, dtype=np.float32))
     c = None if calibration_embeddings is None else _f32_2d("calibration_embeddings", calibration_embeddings)
-    return _embedkit.quantize_embeddings(e, precision, ranges=r, calibration_embeddings=c)
+    out = _embedkit.quantize_embeddings(e, precision, ranges=r, calibration_embeddings=c)
+    return out[0] if one else out
 
 
 def maxsim(queries: Sequence[np.ndarray], documents: Sequence[np.ndarray], length_normalize: bool = False):
