@@ -6,9 +6,11 @@ mod eval_cli;
 mod input;
 mod multivector_cli;
 mod output;
+mod parts_cli;
 mod providers_cli;
 mod rerank_cli;
 mod serve_cli;
+mod shards;
 mod train_cli;
 mod vectors_cli;
 
@@ -57,7 +59,7 @@ enum Command {
         #[command(subcommand)]
         command: ModelsCommand,
     },
-    /// Embed texts into vectors (JSON, JSONL, .npy or CSV).
+    /// Embed texts into vectors (JSON, JSONL, .npy, CSV or Parquet; --shard K/N for one part of a job array).
     Embed(EmbedArgs),
     /// Compare texts: a similarity matrix, or documents ranked against a query.
     Similarity(SimilarityArgs),
@@ -76,7 +78,6 @@ enum Command {
     Analogy(analogy_cli::AnalogyArgs),
     /// Rank documents against a query: MaxSim over token vectors (late interaction, ColBERT) or cosine.
     Rerank(rerank_cli::RerankArgs),
-    /// Inspect and maintain the vector cache: hits, misses, entries, bytes; clear; prune.
     /// Compare models on retrieval (BEIR layout) and similarity tasks: tables, JSON, a report with a plot.
     Eval(eval_cli::EvalArgs),
     /// Evaluation data from the package index (gensim's Lee-50, WordSim-353, SimLex-999, analogies).
@@ -84,9 +85,15 @@ enum Command {
         #[command(subcommand)]
         command: eval_cli::DataCommand,
     },
+    /// Inspect and maintain the vector cache: hits, misses, entries, bytes; clear; prune.
     Cache {
         #[command(subcommand)]
         command: cache_cli::CacheCommand,
+    },
+    /// Check and merge the part files of a sharded `embed --shard K/N` run.
+    Parts {
+        #[command(subcommand)]
+        command: parts_cli::PartsCommand,
     },
     /// Serve models over HTTP: OpenAI- and TEI-compatible routes with cross-request batching.
     Serve(serve_cli::ServeArgs),
@@ -225,9 +232,11 @@ struct EmbedArgs {
     /// Output encoding.
     #[arg(long, short, value_enum, default_value = "jsonl")]
     format: OutputFormat,
-    /// Write to FILE (atomically) instead of stdout.
+    /// Write to FILE (atomically) instead of stdout; with --shard, the folder of part files.
     #[arg(long, short, value_name = "FILE")]
     output: Option<PathBuf>,
+    #[command(flatten)]
+    parquet: shards::ParquetArgs,
     /// Token-level vectors instead of one vector per text (JSONL: index, token_ids, embeddings).
     #[arg(long)]
     tokens: bool,
@@ -401,6 +410,7 @@ fn run(cli: Cli) -> Result<()> {
             &source_config(quiet).home,
             &mut std::io::stdout().lock(),
         ),
+        Command::Parts { command } => parts_cli::run_parts(command, quiet),
         Command::Serve(args) => serve_cli::run_serve(args, quiet),
         Command::Train(args) => train_cli::run_train(*args, quiet),
     }
@@ -556,6 +566,31 @@ fn gather_texts(
 }
 
 fn embed(args: EmbedArgs, quiet: bool) -> Result<()> {
+    if args.parquet.wanted(
+        args.format == OutputFormat::Parquet,
+        args.format == OutputFormat::Jsonl,
+    )? {
+        if args.tokens {
+            bail!("--tokens writes JSONL or JSON only (token counts differ per text)");
+        }
+        let model = load_embedder(&args.model, quiet)?;
+        let model = cache_cli::with_cache(model, args.cache.open(&source_config(quiet).home)?);
+        let source = shards::Source {
+            texts: &args.texts,
+            input: args.input.as_deref(),
+            format: args.input_format,
+            field: &args.field,
+        };
+        return shards::embed_parquet(
+            &source,
+            args.output.as_deref(),
+            &args.parquet,
+            &*model,
+            &args.encode.options(),
+            &args.precision,
+            quiet,
+        );
+    }
     let texts = gather_texts(
         args.texts,
         args.input.as_deref(),

@@ -1,7 +1,9 @@
-//! Writing vectors as JSON, JSONL, CSV or `.npy`, streamed in chunks, to stdout or atomically to a file.
+//! Writing vectors as JSON, JSONL, CSV or `.npy`, streamed in chunks, to stdout or atomically to a file
+//! (Parquet goes through `shards.rs` and embedkit-parquet).
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use embedkit_core::Embeddings;
+use embedkit_parquet::AtomicFile;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
@@ -16,6 +18,8 @@ pub enum OutputFormat {
     Npy,
     /// One comma-separated row of floats per text, no header.
     Csv,
+    /// Parquet: `id`, `embedding` (fixed-size list), optional `text`; the settings in the file metadata.
+    Parquet,
 }
 
 /// Where output goes: stdout, or a temp file renamed over the target when complete (so a killed run never
@@ -24,7 +28,7 @@ pub enum Sink {
     /// Standard output.
     Stdout(BufWriter<std::io::Stdout>),
     /// A temporary file next to its final path.
-    File(BufWriter<tempfile::NamedTempFile>, PathBuf),
+    File(BufWriter<AtomicFile>, PathBuf),
 }
 
 impl Sink {
@@ -34,15 +38,8 @@ impl Sink {
             None => Ok(Sink::Stdout(BufWriter::new(std::io::stdout()))),
             Some(p) if p.as_os_str() == "-" => Ok(Sink::Stdout(BufWriter::new(std::io::stdout()))),
             Some(p) => {
-                let dir = match p.parent() {
-                    Some(d) if !d.as_os_str().is_empty() => d,
-                    _ => Path::new("."),
-                };
-                let tmp = tempfile::Builder::new()
-                    .prefix(".embedkit-")
-                    .suffix(".tmp")
-                    .tempfile_in(dir)
-                    .with_context(|| format!("cannot create a file in '{}'", dir.display()))?;
+                let tmp = AtomicFile::create(p)
+                    .with_context(|| format!("cannot create a file beside '{}'", p.display()))?;
                 Ok(Sink::File(BufWriter::new(tmp), p.to_path_buf()))
             }
         }
@@ -53,26 +50,11 @@ impl Sink {
         match self {
             Sink::Stdout(mut w) => w.flush().context("cannot write to standard output"),
             Sink::File(w, path) => {
-                let tmp = w
-                    .into_inner()
+                // Readable by everyone (rw-r--r--) like any file the user creates, synced, renamed into place.
+                w.into_inner()
                     .map_err(|e| e.into_error())
-                    .with_context(|| format!("cannot write '{}'", path.display()))?;
-                // tempfile creates files readable by their owner only; an output file should be as readable as
-                // any file the user creates (rw-r--r--).
-                #[cfg(unix)]
-                {
-                    use std::os::unix::fs::PermissionsExt;
-                    tmp.as_file()
-                        .set_permissions(std::fs::Permissions::from_mode(0o644))
-                        .with_context(|| format!("cannot write '{}'", path.display()))?;
-                }
-                tmp.as_file()
-                    .sync_all()
-                    .with_context(|| format!("cannot write '{}'", path.display()))?;
-                tmp.persist(&path)
-                    .map_err(|e| e.error)
-                    .with_context(|| format!("cannot write '{}'", path.display()))?;
-                Ok(())
+                    .and_then(AtomicFile::commit)
+                    .with_context(|| format!("cannot write '{}'", path.display()))
             }
         }
     }
@@ -117,6 +99,9 @@ impl VectorWriter {
             )?,
             OutputFormat::Npy => write_npy_header(&mut sink, rows, dims)?,
             OutputFormat::Jsonl | OutputFormat::Csv => {}
+            OutputFormat::Parquet => {
+                bail!("Parquet is written by embedkit-parquet, not VectorWriter")
+            }
         }
         Ok(Self {
             sink,
@@ -154,6 +139,7 @@ impl VectorWriter {
                         self.sink.write_all(&v.to_le_bytes())?;
                     }
                 }
+                OutputFormat::Parquet => bail!("Parquet is written by embedkit-parquet"),
             }
             self.written += 1;
         }

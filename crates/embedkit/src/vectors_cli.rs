@@ -137,6 +137,7 @@ pub fn write_quantized(
                 writeln!(sink, "{}", text.join(","))?;
             }
         }
+        OutputFormat::Parquet => bail!("Parquet output is streamed by `embed --format parquet`"),
     }
     sink.finish()
 }
