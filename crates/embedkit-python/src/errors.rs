@@ -4,6 +4,7 @@
 
 use embedkit_core::EmbedError;
 use embedkit_model::ModelError;
+use embedkit_providers::ProviderError;
 use embedkit_sources::SourceError;
 use pyo3::PyErr;
 use pyo3::exceptions::{PyFileNotFoundError, PyRuntimeError, PyValueError};
@@ -60,6 +61,19 @@ pub fn from_embed(e: EmbedError) -> PyErr {
         EmbedError::InvalidOption { .. } | EmbedError::Unsupported(_) => {
             PyValueError::new_err(msg)
         }
+        _ => PyRuntimeError::new_err(msg),
+    }
+}
+
+/// An API model that cannot be used: its settings are `ValueError` (no key, bad URL or spec), a failed
+/// request (the dimensions probe) `RuntimeError`.
+pub fn from_provider(spec: &str, e: ProviderError) -> PyErr {
+    let msg = format!("cannot use model '{spec}': {}", one_line(&e));
+    match e {
+        ProviderError::MissingKey { .. }
+        | ProviderError::MissingBaseUrl { .. }
+        | ProviderError::InvalidBaseUrl { .. }
+        | ProviderError::InvalidSpec { .. } => PyValueError::new_err(msg),
         _ => PyRuntimeError::new_err(msg),
     }
 }

@@ -77,13 +77,8 @@ impl Loaded {
                     ..ProviderConfig::default()
                 }
                 .fill_from_env(provider, &|k| std::env::var(k).ok());
-                let api = ApiEmbedder::new(&spec.name, &config).map_err(|e| {
-                    PyValueError::new_err(format!(
-                        "cannot use model '{}': {}",
-                        spec.name,
-                        crate::errors::one_line(&e)
-                    ))
-                })?;
+                let api = ApiEmbedder::new(&spec.name, &config)
+                    .map_err(|e| crate::errors::from_provider(&spec.name, e))?;
                 Arc::new(api)
             }
             None => {
