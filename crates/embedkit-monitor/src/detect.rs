@@ -31,7 +31,7 @@ pub enum Method {
     Classifier,
     /// Euclidean and cosine distance of the means, permutation p-value.
     Centroid,
-    /// Per-dimension Kolmogorov–Smirnov with Bonferroni and Benjamini–Hochberg, Simes-combined.
+    /// Per-dimension Kolmogorov–Smirnov with Bonferroni and Benjamini–Hochberg; permutation p-value of max D.
     Ks,
 }
 
@@ -101,7 +101,7 @@ impl Default for DriftOptions {
             seed: 0,
             max_samples: 2000,
             min_current: 50,
-            auc_floor: 0.55,
+            auc_floor: 0.52,
             classifier: ClassifierOptions::default(),
             clusters: 16,
             novel: 10,
@@ -185,7 +185,7 @@ pub fn detect(reference: &Embeddings, current: &Embeddings, opts: &DriftOptions)
                 MethodResult { p_value: p, statistic: stat, drift: p < opts.alpha, details }
             }
             Method::Classifier => {
-                let r = domain_classifier(&x, nx, &y, ny, d, &opts.classifier, seed);
+                let r = domain_classifier(&x, nx, &y, ny, d, &opts.classifier, opts.permutations, seed);
                 let drift = r.p_value < opts.alpha && r.auc >= opts.auc_floor;
                 let details = BTreeMap::from([("auc_floor".to_string(), opts.auc_floor)]);
                 MethodResult { p_value: r.p_value, statistic: r.auc, drift, details }
@@ -199,12 +199,13 @@ pub fn detect(reference: &Embeddings, current: &Embeddings, opts: &DriftOptions)
                 MethodResult { p_value: r.p_value, statistic: r.euclidean, drift: r.p_value < opts.alpha, details }
             }
             Method::Ks => {
-                let r = ks_test(&x, nx, &y, ny, d);
+                let r = ks_test(&x, nx, &y, ny, d, opts.permutations, seed);
                 let count = |v: &[f64]| v.iter().filter(|&&p| p < opts.alpha).count() as f64;
                 let details = BTreeMap::from([
                     ("dims_rejected_bonferroni".to_string(), count(&r.bonferroni)),
                     ("dims_rejected_bh".to_string(), count(&r.bh)),
                     ("dims".to_string(), d as f64),
+                    ("simes_p_value".to_string(), r.simes),
                 ]);
                 MethodResult { p_value: r.p_value, statistic: r.max_statistic, drift: r.p_value < opts.alpha, details }
             }
@@ -248,7 +249,7 @@ fn validate(reference: &Embeddings, current: &Embeddings, opts: &DriftOptions) -
     if !(opts.alpha > 0.0 && opts.alpha < 1.0) {
         return Err(DriftError::InvalidOption(format!("alpha must be in (0, 1), got {}", opts.alpha)));
     }
-    if opts.permutations == 0 && opts.methods.iter().any(|m| matches!(m, Method::Mmd | Method::Centroid)) {
+    if opts.permutations == 0 {
         return Err(DriftError::InvalidOption("permutations must be at least 1".into()));
     }
     if opts.max_samples < 2 {

@@ -29,7 +29,9 @@ pub mod classifier;
 pub mod cluster;
 mod detect;
 pub mod ks;
+pub mod logistic;
 pub mod mmd;
+pub mod report;
 pub mod rng;
 pub mod stats;
 

@@ -49,7 +49,7 @@ impl SplitMix64 {
 
     /// `k` distinct indices of `0..n`, uniformly (a partial Fisher–Yates over `scratch`, which must hold
     /// `0..n` in any order on entry and still holds a permutation of it on return).
-    pub fn choose_into(&mut self, scratch: &mut [usize], k: usize) {
+    pub fn choose_into<T>(&mut self, scratch: &mut [T], k: usize) {
         let n = scratch.len();
         for i in 0..k.min(n) {
             let j = i + self.below(n - i);

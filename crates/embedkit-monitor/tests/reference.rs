@@ -1,7 +1,7 @@
 //! The statistics against numpy / scipy / scikit-learn: tests/fixtures/drift/reference.json, made by
 //! tools/make_drift_fixtures.py (never against numbers of this crate).
 
-use embedkit_monitor::classifier::LogisticModel;
+use embedkit_monitor::logistic::LogisticModel;
 use embedkit_monitor::cluster::share_tests;
 use embedkit_monitor::ks::ks_test;
 use embedkit_monitor::mmd::KernelMatrix;
@@ -62,7 +62,7 @@ fn ks_matches_scipy_exact() {
         let (mut a, mut b) = (f32s(&case["a"]), f32s(&case["b"]));
         let (want_d, want_p) = (case["statistic"].as_f64().unwrap(), case["p_value"].as_f64().unwrap());
         // Through the per-dimension test (one dimension) and through the scalar functions.
-        let r = ks_test(&a, a.len(), &b, b.len(), 1);
+        let r = ks_test(&a, a.len(), &b, b.len(), 1, 0, 0);
         a.sort_by(f32::total_cmp);
         b.sort_by(f32::total_cmp);
         let h = ks_statistic_sorted(&a, &b);

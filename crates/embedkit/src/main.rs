@@ -2,6 +2,7 @@
 
 mod analogy_cli;
 mod cache_cli;
+mod drift_cli;
 mod eval_cli;
 mod input;
 mod multivector_cli;
@@ -78,6 +79,8 @@ enum Command {
     Analogy(analogy_cli::AnalogyArgs),
     /// Rank documents against a query: MaxSim over token vectors (late interaction, ColBERT) or cosine.
     Rerank(rerank_cli::RerankArgs),
+    /// Test whether embeddings drifted (exit 3 if so); `drift canary record|check`, `drift profile`.
+    Drift(drift_cli::DriftArgs),
     /// Compare models on retrieval (BEIR layout) and similarity tasks: tables, JSON, a report with a plot.
     Eval(eval_cli::EvalArgs),
     /// Evaluation data from the package index (gensim's Lee-50, WordSim-353, SimLex-999, analogies).
@@ -405,6 +408,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Data { command } => eval_cli::run_data(command, &source_config(quiet)),
         Command::Analogy(args) => analogy_cli::run_analogy(&args, quiet),
         Command::Rerank(args) => rerank_cli::run_rerank(&args, quiet),
+        Command::Drift(args) => drift_cli::run_drift(args, quiet),
         Command::Cache { command } => cache_cli::cache_command(
             command,
             &source_config(quiet).home,
