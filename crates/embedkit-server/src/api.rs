@@ -51,6 +51,15 @@ impl Model {
             Kind::Other(_) => None,
         }
     }
+    /// How many token ids the model takes (ids are `0..vocab`): the smaller of the tokenizer's vocabulary
+    /// and the rows of the embedding matrix, so that an accepted id is one the tokenizer can produce and the
+    /// model has a vector for.
+    fn vocab_size(&self) -> Option<usize> {
+        match &self.kind {
+            Kind::Local(m) => Some(m.tokenizer().vocab_size().min(m.config().vocab_size)),
+            Kind::Other(_) => None,
+        }
+    }
 }
 
 struct AppState {
@@ -110,6 +119,9 @@ pub fn router(
     });
     let body_limit = state.config.max_body_bytes;
     Ok(Router::new()
+        // TEI answers its root route with the model's own task (`/embed` for an embedding model) and GET / with
+        // its health; huggingface_hub's `InferenceClient(base_url=…).feature_extraction` posts there.
+        .route("/", post(tei_embed).get(health))
         .route("/v1/embeddings", post(openai_embeddings))
         .route("/embeddings", post(openai_embeddings))
         .route("/v1/models", get(openai_models))
@@ -156,14 +168,16 @@ async fn around_request(State(state): State<Shared>, req: Request, next: Next) -
         });
     let path = req.uri().path().to_string();
     let route = match path.as_str() {
-        "/v1/embeddings" | "/embeddings" | "/v1/models" | "/embed" | "/embed_all"
+        "/" | "/v1/embeddings" | "/embeddings" | "/v1/models" | "/embed" | "/embed_all"
         | "/similarity" | "/rerank" | "/tokenize" | "/info" | "/health" | "/metrics"
         | "/openapi.json" => path.clone(),
         _ => "other".to_string(),
     };
     let span = tracing::info_span!("request", id = %id, method = %req.method(), path = %route);
+    // Liveness needs no key: GET /health, and GET / which is TEI's health route too.
+    let liveness = path == "/health" || (path == "/" && req.method() == axum::http::Method::GET);
     let mut resp = if let Some(expected) = &state.key_hash
-        && path != "/health"
+        && !liveness
         && !authorized(req.headers(), expected)
     {
         let mut r = ApiError::new(
@@ -184,7 +198,7 @@ async fn around_request(State(state): State<Shared>, req: Request, next: Next) -
     let status = resp.status().as_u16();
     state.metrics.count_request(&route, status);
     let took = start.elapsed();
-    if route != "/health" && route != "/metrics" {
+    if !liveness && route != "/metrics" {
         state.metrics.total.observe_duration(took);
     }
     span.in_scope(|| {
@@ -599,13 +613,66 @@ async fn compute_inner(
 
 // ---------------------------------------------------------------- OpenAI
 
+/// Token ids are read as any JSON number and checked afterwards (`checked_ids`), so that -1, 2.5 or an id
+/// past the vocabulary get a message naming the input and the id instead of serde's "did not match any
+/// variant".
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum OpenAiInput {
     Text(String),
     Texts(Vec<String>),
-    Ids(Vec<u32>),
-    IdBatches(Vec<Vec<u32>>),
+    Ids(Vec<serde_json::Number>),
+    IdBatches(Vec<Vec<serde_json::Number>>),
+}
+
+/// The token ids of a request as `u32`, each checked to be in `0..vocab` (`vocab` is `None` for a model with
+/// no tokenizer here; such a model refuses ids later). Ids are used as given, and the usual wrong ones are
+/// LangChain's: its `OpenAIEmbeddings` sends tiktoken ids by default (cl100k_base, up to ~100k), far past a
+/// BERT vocabulary of ~30k. They stop here with OpenAI's 400 naming `input[i]`, the id and the vocabulary
+/// size, before admission (`LocalEmbedder::prepare_ids` checks again, against the tokenizer alone).
+/// `batched` says whether the client sent `[[int]]` (errors name `input[i]`) or one `[int]` (`input`).
+fn checked_ids(
+    lists: Vec<Vec<serde_json::Number>>,
+    batched: bool,
+    vocab: Option<usize>,
+    model: &str,
+) -> Result<Vec<Vec<u32>>, ApiError> {
+    let limit = vocab.map_or(u32::MAX as u64 + 1, |v| v as u64);
+    lists
+        .into_iter()
+        .enumerate()
+        .map(|(i, list)| {
+            let which = if batched {
+                format!("input[{i}]")
+            } else {
+                "input".to_string()
+            };
+            list.into_iter()
+                .enumerate()
+                .map(|(pos, n)| match n.as_u64() {
+                    Some(id) if id < limit => Ok(id as u32),
+                    Some(id) => Err(match vocab {
+                        Some(v) => format!(
+                            "{which} has token id {id} at position {pos}, outside {model}'s vocabulary of {v} \
+                             tokens (ids 0..={}); token ids must come from this model's tokenizer \
+                             (POST /tokenize), not tiktoken (LangChain: check_embedding_ctx_length=False \
+                             sends the texts instead)",
+                            v.saturating_sub(1)
+                        ),
+                        None => format!("{which} has token id {id} at position {pos}, past u32"),
+                    }),
+                    None => Err(format!(
+                        "{which} has {n} at position {pos}, which is not a token id (an integer from 0)"
+                    )),
+                })
+                .collect::<Result<Vec<u32>, String>>()
+                .map_err(|message| {
+                    ApiError::new(StatusCode::BAD_REQUEST, message)
+                        .param("input")
+                        .style(ErrorStyle::OpenAi)
+                })
+        })
+        .collect()
 }
 
 #[derive(Deserialize)]
@@ -647,8 +714,15 @@ async fn openai_embeddings(
     let inputs = match req.input {
         OpenAiInput::Text(t) => Inputs::Texts(vec![t]),
         OpenAiInput::Texts(t) => Inputs::Texts(t),
-        OpenAiInput::Ids(ids) => Inputs::Ids(vec![ids]),
-        OpenAiInput::IdBatches(ids) => Inputs::Ids(ids),
+        OpenAiInput::Ids(ids) => Inputs::Ids(checked_ids(
+            vec![ids],
+            false,
+            model.vocab_size(),
+            &model.name,
+        )?),
+        OpenAiInput::IdBatches(ids) => {
+            Inputs::Ids(checked_ids(ids, true, model.vocab_size(), &model.name)?)
+        }
     };
     let params = Params {
         dims: req.dimensions,
@@ -1169,4 +1243,72 @@ async fn openapi() -> Response {
         include_str!("openapi.json"),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn numbers(v: Value) -> Vec<Vec<serde_json::Number>> {
+        serde_json::from_value(v).expect("lists of numbers")
+    }
+
+    #[test]
+    fn token_ids_inside_the_vocabulary_pass_unchanged() {
+        let ids = checked_ids(
+            numbers(json!([[101, 0, 30521], [102]])),
+            true,
+            Some(30522),
+            "m",
+        );
+        assert_eq!(ids.unwrap(), vec![vec![101, 0, 30521], vec![102]]);
+    }
+
+    #[test]
+    fn a_token_id_past_the_vocabulary_is_a_400_naming_input_id_and_size() {
+        // 30522 is the first id all-MiniLM-L6-v2 has no row for; 100257 is tiktoken's <|endoftext|>.
+        for (bad, pos) in [(30522u64, 1usize), (100257, 1)] {
+            let e = checked_ids(numbers(json!([[101], [7, bad]])), true, Some(30522), "mini")
+                .expect_err("an id past the vocabulary is refused");
+            assert_eq!(e.status, StatusCode::BAD_REQUEST);
+            assert_eq!(e.style, ErrorStyle::OpenAi);
+            assert_eq!(e.param.as_deref(), Some("input"));
+            for part in [
+                "input[1]".to_string(),
+                format!("token id {bad}"),
+                format!("position {pos}"),
+                "vocabulary of 30522".to_string(),
+                "mini".to_string(),
+            ] {
+                assert!(e.message.contains(&part), "{part:?} not in {:?}", e.message);
+            }
+        }
+        // One flat list is `input`, not `input[0]`.
+        let e = checked_ids(numbers(json!([[5, 40000]])), false, Some(30522), "m").unwrap_err();
+        assert!(
+            e.message.starts_with("input has token id 40000"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn negative_fractional_and_huge_numbers_are_not_token_ids() {
+        for (bad, shown) in [
+            (json!(-1), "-1"),
+            (json!(2.5), "2.5"),
+            (json!(5_000_000_000u64), "5000000000"),
+        ] {
+            let e = checked_ids(numbers(json!([[1, bad]])), true, Some(30522), "m").unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST);
+            assert!(
+                e.message.contains("input[0]") && e.message.contains(shown),
+                "{}",
+                e.message
+            );
+        }
+        // Without a vocabulary, only ids that fit u32 pass.
+        assert!(checked_ids(numbers(json!([[4294967295u64]])), true, None, "m").is_ok());
+        assert!(checked_ids(numbers(json!([[4294967296u64]])), true, None, "m").is_err());
+    }
 }

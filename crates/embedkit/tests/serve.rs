@@ -351,12 +351,15 @@ fn requests_batched_together_give_their_own_vectors() {
     );
 }
 
-/// The venv scripts/test makes for the openai package; `None` (with a loud message) outside CI when absent.
-fn python_with_openai() -> Option<PathBuf> {
+/// The venv scripts/test makes for the Python clients (`openai`, `huggingface_hub`, `langchain_openai`) when
+/// it can import `modules`; `None` (with a loud message) outside CI when it cannot. In CI a missing package
+/// fails the test instead, so a client test never passes by not running.
+fn python_with(modules: &[&str]) -> Option<PathBuf> {
     let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv-ci/bin/python");
+    let import = format!("import {}", modules.join(", "));
     let ok = venv.is_file()
         && Command::new(&venv)
-            .args(["-c", "import openai"])
+            .args(["-c", &import])
             .status()
             .is_ok_and(|s| s.success());
     if ok {
@@ -364,20 +367,87 @@ fn python_with_openai() -> Option<PathBuf> {
     }
     if std::env::var("CI").is_ok_and(|v| v == "true") {
         panic!(
-            "CI=true but {} has no openai package: scripts/test installs it",
+            "CI=true but {} cannot `{import}`: scripts/test installs these packages",
             venv.display()
         );
     }
     eprintln!(
-        "\n\n*** SKIPPED: the openai Python client test needs {} with `openai` (scripts/test makes it) ***\n\n",
+        "\n\n*** SKIPPED: this Python client test needs {} with `{import}` working (scripts/test makes it) ***\n\n",
         venv.display()
     );
     None
 }
 
+/// Runs `script` with `python`, the server's base URL and `args`; the script prints one JSON value.
+fn run_python(python: &PathBuf, script: &str, args: &[String]) -> Value {
+    let out = Command::new(python)
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        // No telemetry calls to the Hub. (HF_HUB_OFFLINE=1 would refuse the loopback server as well.)
+        .env("HF_HUB_DISABLE_TELEMETRY", "1")
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "python printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// The texts and vectors sentence-transformers computed for all-MiniLM-L6-v2 (tools/make_golden.py):
+/// `embeddings` (normalized) and `unnormalized` (pooled, before Normalize).
+struct Golden {
+    texts: Vec<String>,
+    embeddings: Vec<Vec<f32>>,
+    unnormalized: Vec<Vec<f32>>,
+}
+
+fn golden() -> Golden {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/golden")
+        .join(format!("{MODEL}.json"));
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let v: Value = serde_json::from_str(&text).expect("golden JSON");
+    let rows = |k: &str| -> Vec<Vec<f32>> { v[k].as_array().unwrap().iter().map(floats).collect() };
+    Golden {
+        texts: v["texts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap().to_string())
+            .collect(),
+        embeddings: rows("embeddings"),
+        unnormalized: rows("unnormalized"),
+    }
+}
+
+/// Every row of `got` points the way sentence-transformers' row does (cosine ≥ 0.9999): the bar the golden
+/// tests hold `embedkit embed` to, so a client that gets these vectors gets sentence-transformers' vectors.
+fn assert_cosine(got: &[Vec<f32>], want: &[Vec<f32>], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: row count");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert_eq!(g.len(), w.len(), "{what}: dims of row {i}");
+        let dot: f64 = g.iter().zip(w).map(|(a, b)| *a as f64 * *b as f64).sum();
+        let norm = |v: &[f32]| v.iter().map(|x| *x as f64 * *x as f64).sum::<f64>().sqrt();
+        let cos = dot / (norm(g) * norm(w)).max(1e-30);
+        assert!(
+            cos >= 0.9999,
+            "{what}: row {i} has cosine {cos} with sentence-transformers"
+        );
+    }
+}
+
 #[test]
 fn official_openai_client_gets_embed_vectors() {
-    let Some(python) = python_with_openai() else {
+    let Some(python) = python_with(&["openai"]) else {
         return;
     };
     let texts = texts();
@@ -434,6 +504,258 @@ print(json.dumps({
     assert_eq!(v["auth"], 401);
     assert_eq!(v["missing"]["param"], "model", "{}", v["missing"]);
     assert_eq!(v["models"], json!([MODEL]));
+}
+
+#[test]
+fn huggingface_hub_inference_client_gets_sentence_transformers_vectors() {
+    let Some(python) = python_with(&["huggingface_hub", "numpy"]) else {
+        return;
+    };
+    let g = golden();
+    let server = Server::start(&["--api-key", "sk-test-key"]);
+    // feature_extraction posts {"inputs": …, and any options at the top level} to the base URL itself, which
+    // is TEI's root route, and reads the JSON answer as a float32 array.
+    let script = r#"
+import json, sys
+from huggingface_hub import InferenceClient
+from huggingface_hub.errors import HfHubHTTPError
+base, texts = sys.argv[1], json.loads(sys.argv[2])
+c = InferenceClient(base_url=base, api_key="sk-test-key")
+many = c.feature_extraction(texts)
+one = c.feature_extraction(texts[29])
+raw = c.feature_extraction(texts[:4], normalize=False)
+try:
+    c.feature_extraction(texts[16], truncate=False)
+    long = "no error"
+except HfHubHTTPError as e:
+    long = {"status": e.response.status_code, "message": str(e)}
+try:
+    InferenceClient(base_url=base, api_key="wrong").feature_extraction("x")
+    auth = "no error"
+except HfHubHTTPError as e:
+    auth = e.response.status_code
+print(json.dumps({
+    "many": many.tolist(), "one": one.tolist(), "raw": raw.tolist(),
+    "dtype": str(many.dtype), "long": long, "auth": auth,
+}))
+"#;
+    let v = run_python(
+        &python,
+        script,
+        &[
+            format!("http://{}", server.addr),
+            serde_json::to_string(&g.texts).unwrap(),
+        ],
+    );
+    let rows = |k: &str| -> Vec<Vec<f32>> { v[k].as_array().unwrap().iter().map(floats).collect() };
+    assert_eq!(v["dtype"], "float32");
+    assert_cosine(
+        &rows("many"),
+        &g.embeddings,
+        "InferenceClient.feature_extraction(texts)",
+    );
+    // One string comes back as one row, as TEI answers it.
+    assert_cosine(
+        &rows("one"),
+        &g.embeddings[29..30],
+        "feature_extraction(text)",
+    );
+    // normalize=False reaches the server: pooled vectors, sentence-transformers' lengths included.
+    let raw = rows("raw");
+    assert_cosine(
+        &raw,
+        &g.unnormalized[..4],
+        "feature_extraction(normalize=False)",
+    );
+    for (i, (r, w)) in raw.iter().zip(&g.unnormalized).enumerate() {
+        let len = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        let (a, b) = (len(r), len(w));
+        assert!(
+            (a - b).abs() <= 1e-3 * b,
+            "normalize=False row {i}: length {a}, sentence-transformers {b}"
+        );
+    }
+    // Errors reach the client with the server's message.
+    assert_eq!(v["long"]["status"], 422, "{}", v["long"]);
+    assert!(
+        v["long"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("256 tokens"),
+        "{}",
+        v["long"]
+    );
+    assert_eq!(v["auth"], 401);
+}
+
+#[test]
+fn langchain_openai_embeddings_get_sentence_transformers_vectors() {
+    let Some(python) = python_with(&["langchain_openai"]) else {
+        return;
+    };
+    let g = golden();
+    let server = Server::start(&["--api-key", "sk-test-key"]);
+    // check_embedding_ctx_length=False makes LangChain send the texts. By default it tokenizes them with
+    // tiktoken first and sends tiktoken's token ids, which are not this model's ids (the server answers 400,
+    // see token_ids_outside_the_vocabulary_are_a_400_naming_input_id_and_size); tiktoken would also have to
+    // download its encoding on first use, and nothing here reaches the internet.
+    let script = r#"
+import json, sys
+from langchain_openai import OpenAIEmbeddings
+base, texts = sys.argv[1], json.loads(sys.argv[2])
+e = OpenAIEmbeddings(model="all-MiniLM-L6-v2", base_url=base + "/v1", api_key="sk-test-key",
+                     check_embedding_ctx_length=False)
+print(json.dumps({
+    "documents": e.embed_documents(texts),
+    "chunked": e.embed_documents(texts, chunk_size=7),
+    "query": e.embed_query(texts[25]),
+}))
+"#;
+    let v = run_python(
+        &python,
+        script,
+        &[
+            format!("http://{}", server.addr),
+            serde_json::to_string(&g.texts).unwrap(),
+        ],
+    );
+    let rows = |k: &str| -> Vec<Vec<f32>> { v[k].as_array().unwrap().iter().map(floats).collect() };
+    assert_cosine(
+        &rows("documents"),
+        &g.embeddings,
+        "OpenAIEmbeddings.embed_documents",
+    );
+    assert_cosine(
+        &rows("chunked"),
+        &g.embeddings,
+        "embed_documents(chunk_size=7)",
+    );
+    assert_cosine(
+        &[floats(&v["query"])],
+        &g.embeddings[25..26],
+        "OpenAIEmbeddings.embed_query",
+    );
+}
+
+#[test]
+fn token_ids_outside_the_vocabulary_are_a_400_naming_input_id_and_size() {
+    let g = golden();
+    let server = Server::start(&[]);
+    let mut client = server.client();
+    // The model's own ids, from /tokenize, for two golden texts.
+    let picked = [g.texts[27].clone(), g.texts[29].clone()];
+    let r = client
+        .post_json("/tokenize", &json!({"inputs": picked}))
+        .unwrap();
+    assert_eq!(r.status, 200);
+    let ids: Vec<Vec<u64>> = r
+        .json()
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|toks| {
+            toks.as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["id"].as_u64().unwrap())
+                .collect()
+        })
+        .collect();
+    let want = [g.embeddings[27].clone(), g.embeddings[29].clone()];
+
+    // 30522 is the first id all-MiniLM-L6-v2 has no row for; 100257 is tiktoken's <|endoftext|>, as
+    // LangChain's OpenAIEmbeddings would send it by default.
+    for (bad, batched) in [(30522u64, true), (100257, true), (100257, false)] {
+        let mut list = ids[1].clone();
+        list.insert(2, bad);
+        let input = if batched {
+            json!([ids[0], list])
+        } else {
+            json!(list)
+        };
+        for route in ["/v1/embeddings", "/embeddings"] {
+            let r = client.post_json(route, &json!({"input": input})).unwrap();
+            let (status, v) = status_and_json(&r);
+            assert_eq!(status, 400, "{route} {v}");
+            let e = &v["error"];
+            assert_eq!(e["type"], "invalid_request_error", "{v}");
+            assert_eq!(e["param"], "input", "{v}");
+            let message = e["message"].as_str().unwrap();
+            let which = if batched { "input[1]" } else { "input" };
+            for part in [
+                format!("{which} has token id {bad} at position 2"),
+                "vocabulary of 30522 tokens".to_string(),
+                MODEL.to_string(),
+            ] {
+                assert!(message.contains(&part), "{part:?} not in {message:?}");
+            }
+        }
+    }
+    // Numbers that are no token id at all name the input too, instead of serde's "no variant matched".
+    for bad in [json!(-1), json!(2.5)] {
+        let r = client
+            .post_json("/v1/embeddings", &json!({"input": [[101, bad, 102]]}))
+            .unwrap();
+        let (status, v) = status_and_json(&r);
+        assert_eq!(status, 400, "{v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("input[0] has {bad} at position 1")),
+            "{v}"
+        );
+    }
+    // The server is still fine, and ids from /tokenize still give sentence-transformers' vectors.
+    let r = client
+        .post_json("/v1/embeddings", &json!({"input": ids, "model": MODEL}))
+        .unwrap();
+    let (status, v) = status_and_json(&r);
+    assert_eq!(status, 200, "{v}");
+    let got: Vec<Vec<f32>> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| floats(&d["embedding"]))
+        .collect();
+    assert_cosine(&got, &want, "token ids from /tokenize (raw client)");
+
+    // The same through the official openai client: a BadRequestError carrying the message.
+    let Some(python) = python_with(&["openai"]) else {
+        return;
+    };
+    let script = r#"
+import json, sys, openai
+base, ids = sys.argv[1], json.loads(sys.argv[2])
+c = openai.OpenAI(base_url=base + "/v1", api_key="unused")
+good = c.embeddings.create(model="all-MiniLM-L6-v2", input=ids)
+try:
+    c.embeddings.create(model="all-MiniLM-L6-v2", input=[ids[0], ids[1][:2] + [100257] + ids[1][2:]])
+    bad = "no error"
+except openai.BadRequestError as e:
+    bad = {"status": e.status_code, "body": e.body, "message": e.message}
+print(json.dumps({"good": [d.embedding for d in good.data], "bad": bad}))
+"#;
+    let v = run_python(
+        &python,
+        script,
+        &[
+            format!("http://{}", server.addr),
+            serde_json::to_string(&ids).unwrap(),
+        ],
+    );
+    let good: Vec<Vec<f32>> = v["good"].as_array().unwrap().iter().map(floats).collect();
+    assert_cosine(&good, &want, "token ids from /tokenize (openai client)");
+    let bad = &v["bad"];
+    assert_eq!(bad["status"], 400, "{bad}");
+    assert_eq!(bad["body"]["param"], "input", "{bad}");
+    let message = bad["message"].as_str().unwrap();
+    assert!(
+        message.contains("input[1] has token id 100257 at position 2")
+            && message.contains("vocabulary of 30522"),
+        "{message}"
+    );
 }
 
 fn status_and_json(r: &embedkit_server::client::Response) -> (u16, Value) {
@@ -536,7 +858,12 @@ fn limits_and_errors_are_json() {
         &auth,
         br#"{"input": [[1, 2, 999999]]}"#,
     );
-    assert_eq!(s, 422, "{v}");
+    // A token id past the vocabulary is a 400 (OpenAI's status for a bad input), not 422.
+    assert_eq!(
+        (s, v["error"]["param"].as_str()),
+        (400, Some("input")),
+        "{v}"
+    );
     let (s, _) = post(&mut c, "/v1/embeddings", &auth, br#"{"input": []}"#);
     assert_eq!(s, 422);
     let (s, v) = post(
