@@ -193,7 +193,7 @@ pub enum ShardState {
         rows: u64,
     },
     /// Chunks remain (maybe all of them).
-    Pending(ShardJob),
+    Pending(Box<ShardJob>),
 }
 
 /// A shard being embedded: its staging folder and manifest.
@@ -309,7 +309,7 @@ impl ShardJob {
             resumed,
         };
         job.save_manifest()?;
-        Ok(ShardState::Pending(job))
+        Ok(ShardState::Pending(Box::new(job)))
     }
 
     /// Chunks found committed when the job was opened.
