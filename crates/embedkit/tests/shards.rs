@@ -609,3 +609,100 @@ fn parquet_memory_is_flat_in_corpus_size() {
         "peak RSS grew ×{ratio:.3} from 10k to 100k texts"
     );
 }
+
+/// A redis-server on a free loopback port, killed when dropped. Fails (never skips) without redis-server:
+/// scripts/test installs it.
+struct Redis(std::process::Child, u16);
+
+impl Redis {
+    fn start() -> Redis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server runs (apt-get install redis-server; scripts/test does it)");
+        let t0 = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(t0.elapsed().as_secs() < 20, "redis-server did not start");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Redis(child, port)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Issue 15, item 4: workers sharing a Redis cache; a shard whose output was lost (or that a second worker
+/// ran as well) is computed again from cache reads only — no miss, and the same vectors.
+#[test]
+fn retried_shard_costs_only_cache_reads() {
+    let redis = Redis::start();
+    let url = format!("redis://127.0.0.1:{}/0", redis.1);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let corpus = dir.path().join("corpus.jsonl");
+    write_corpus(&corpus);
+    let (c, m) = (corpus.to_string_lossy().into_owned(), tiny());
+    let stats = || -> serde_json::Value {
+        let o = embedkit(&["cache", "stats", "--cache", &url, "--json"]);
+        serde_json::from_slice(&o.stdout).expect("stats JSON")
+    };
+    let mut runs = Vec::new();
+    for attempt in ["first", "retry"] {
+        let out = dir.path().join(attempt);
+        let t0 = std::time::Instant::now();
+        embedkit(&[
+            "-q",
+            "embed",
+            "-m",
+            &m,
+            "--cache",
+            &url,
+            "--input",
+            &c,
+            "--shard",
+            "5/8",
+            "--output",
+            &out.to_string_lossy(),
+        ]);
+        let secs = t0.elapsed().as_secs_f64();
+        runs.push((
+            secs,
+            stats(),
+            read_parquet(&out.join("part-00005-of-00008.parquet")).1,
+        ));
+    }
+    let (first, retry) = (&runs[0], &runs[1]);
+    eprintln!(
+        "shard 5/8 ({} texts): first run {:.2} s, {} misses; retry {:.2} s, {} new misses, {} new hits",
+        first.2.len() / 128,
+        first.0,
+        first.1["misses"],
+        retry.0,
+        retry.1["misses"].as_u64().unwrap_or(0) - first.1["misses"].as_u64().unwrap_or(0),
+        retry.1["hits"].as_u64().unwrap_or(0) - first.1["hits"].as_u64().unwrap_or(0),
+    );
+    assert!(
+        first.1["misses"].as_u64().is_some_and(|m| m > 1000),
+        "{:?}",
+        first.1
+    );
+    assert_eq!(
+        retry.1["misses"], first.1["misses"],
+        "the retry computed nothing"
+    );
+    assert!(retry.1["hits"].as_u64() > first.1["hits"].as_u64());
+    assert!(
+        retry.2 == first.2,
+        "cached vectors are the computed ones, bit for bit"
+    );
+}
