@@ -137,6 +137,54 @@ def bench_embedkit(binary, model, corpus, threads, batch, latency_runs, extra):
     return json.loads(out)[0]
 
 
+PY_ENCODE = r"""
+import json, sys, time
+import numpy as np
+import embedkit
+folder, corpus, threads, batch, runs = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+texts = [l.rstrip("\n") for l in open(corpus, encoding="utf-8") if l.strip()]
+model = embedkit.SentenceTransformer(folder, threads=threads)
+model.encode(texts[:batch], batch_size=batch)
+best = float("inf")
+for _ in range(2):
+    t = time.perf_counter()
+    model.encode(texts, batch_size=batch, show_progress_bar=False)
+    best = min(best, time.perf_counter() - t)
+lat = []
+for i in range(runs):
+    t = time.perf_counter()
+    model.encode([texts[i % len(texts)]], batch_size=1)
+    lat.append((time.perf_counter() - t) * 1e3)
+lat.sort()
+pick = lambda q: lat[max(1, min(len(lat), int(np.ceil(q * len(lat))))) - 1]
+print(json.dumps({"sentences_per_s": len(texts) / best, "latency_p50_ms": pick(0.5), "latency_p99_ms": pick(0.99)}))
+"""
+
+FIRST_VECTOR = {
+    "embedkit": "import embedkit; embedkit.SentenceTransformer({folder!r}).encode(['hello'])",
+    "sentence-transformers": "from sentence_transformers import SentenceTransformer; "
+    "SentenceTransformer({folder!r}, device='cpu').encode(['hello'])",
+}
+
+
+def bench_python_package(python, folder, corpus, threads, batch, latency_runs):
+    """embedkit.SentenceTransformer.encode in its own process, measured as bench_st measures PyTorch."""
+    out = subprocess.run([python, "-c", PY_ENCODE, folder, corpus, str(threads), str(batch), str(latency_runs)],
+                         check=True, capture_output=True, text=True).stdout
+    return json.loads(out)
+
+
+def first_vector_seconds(python, which, folder, runs=3):
+    """Wall time of a fresh interpreter from start to the first vector (import, load, encode), best of runs."""
+    code = FIRST_VECTOR[which].format(folder=folder)
+    best = float("inf")
+    for _ in range(runs):
+        t = time.perf_counter()
+        subprocess.run([python, "-c", code], check=True, capture_output=True)
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--embedkit", required=True)
@@ -148,9 +196,13 @@ def main():
     ap.add_argument("--work", required=True, help="folder for ONNX exports")
     ap.add_argument("--embedkit-variant", action="append", default=[],
                     help="label=extra args for embedkit bench, e.g. 'int8=--compute int8'")
+    ap.add_argument("--python-package", metavar="PYTHON",
+                    help="a Python with the embedkit wheel (and sentence-transformers) installed: adds "
+                         "embedkit.SentenceTransformer.encode and import-to-first-vector times")
     args = ap.parse_args()
     texts = [l.rstrip("\n") for l in open(args.corpus, encoding="utf-8") if l.strip()]
     rows = []
+    first = {}
     for spec in args.model:
         name, folder = spec.split("=", 1)
         cfg = json.load(open(os.path.join(folder, "sentence_bert_config.json")))
@@ -169,6 +221,15 @@ def main():
             ek = bench_embedkit(args.embedkit, folder, args.corpus, args.threads, args.batch_size,
                                 args.latency_runs, extra)
             rows.append((name, f"embedkit {label}", ek, (st, ort_r)))
+            if label == "f32":
+                cli = ek
+        if args.python_package:
+            print(f"{name}: embedkit Python package…", file=sys.stderr)
+            py = bench_python_package(args.python_package, folder, args.corpus, args.threads, args.batch_size,
+                                      args.latency_runs)
+            py["vs_cli"] = py["sentences_per_s"] / cli["sentences_per_s"]
+            rows.append((name, "embedkit Python encode", py, (st, ort_r)))
+            first[name] = {w: first_vector_seconds(args.python_package, w, folder) for w in FIRST_VECTOR}
     print(f"\n{len(texts)} texts from {args.corpus}, batch {args.batch_size}, {args.threads} threads\n")
     print("| model | runtime | texts/s | p50 ms | p99 ms | × sentence-transformers | × onnxruntime |")
     print("|---|---|---:|---:|---:|---:|---:|")
@@ -178,6 +239,18 @@ def main():
             f"{r['sentences_per_s'] / anchors[1]['sentences_per_s']:.2f}")
         print(f"| {name} | {runtime} | {r['sentences_per_s']:.1f} | {r['latency_p50_ms']:.2f} | "
               f"{r['latency_p99_ms']:.2f} | {ratios[0]} | {ratios[1]} |")
+    py_rows = [(n, r) for n, rt, r, _ in rows if rt == "embedkit Python encode"]
+    if py_rows:
+        print("\n| model | Python encode / CLI (embedkit bench) throughput |")
+        print("|---|---:|")
+        for name, r in py_rows:
+            print(f"| {name} | {r['vs_cli']:.3f} |")
+    if first:
+        print("\n| model | import → first vector, sentence-transformers (s) | embedkit (s) | ratio |")
+        print("|---|---:|---:|---:|")
+        for name, f in first.items():
+            st_s, ek_s = f["sentence-transformers"], f["embedkit"]
+            print(f"| {name} | {st_s:.2f} | {ek_s:.2f} | {st_s / ek_s:.1f}× faster |")
 
 
 if __name__ == "__main__":

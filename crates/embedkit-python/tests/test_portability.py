@@ -21,9 +21,15 @@ import numpy as np
 import embedkit
 m = embedkit.SentenceTransformer(sys.argv[1], threads=1)
 v = m.encode(["a first text for an old CPU", "and a second, longer one to make a batch of two"])
+# 40 texts of the tiny model's 64 tokens in one batch: over 1,024 tokens, so the linear layers take gemm's
+# path instead of the panel kernel; and the int8 engine (VNNI or the portable loop).
+long = [" ".join(f"word{i} number{j}" for j in range(40)) for i in range(40)]
+g = m.encode(long, batch_size=40)
+i8 = embedkit.SentenceTransformer(sys.argv[1], threads=1, compute="int8").encode(long[:4])
+v = np.concatenate([v, g, i8])
 q = embedkit.quantize_embeddings(v, "ubinary")
 idx = embedkit.Index.build(sys.argv[3], embeddings=v, precision="ubinary", rescore_vectors="int8")
-hits = idx.search(v, top_k=1)
+hits = idx.search(v[:2], top_k=1)
 assert [h[0]["corpus_id"] for h in hits] == [0, 1], hits
 np.save(sys.argv[2], v)
 """
