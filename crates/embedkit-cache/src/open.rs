@@ -1,6 +1,8 @@
 //! A cache from the string a user gives (`--cache`, Python's `cache=`): one rule for every front end.
 
-use crate::{Cache, CacheError, EmbeddedCache, EmbeddedCacheOptions, RedisCache, RedisCacheOptions};
+use crate::{
+    Cache, CacheError, EmbeddedCache, EmbeddedCacheOptions, RedisCache, RedisCacheOptions,
+};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;

@@ -190,7 +190,11 @@ pub fn new_thread_pool(threads: usize) -> Result<rayon::ThreadPool, CpuError> {
 
 /// Loads the model folder `dir` onto the CPU backend: what the command line and the Python package do with a
 /// local model. `name` is what logs, reports and caches call it.
-pub fn load_model(name: &str, dir: &Path, options: &CpuOptions) -> Result<LocalEmbedder, ModelError> {
+pub fn load_model(
+    name: &str,
+    dir: &Path,
+    options: &CpuOptions,
+) -> Result<LocalEmbedder, ModelError> {
     LocalEmbedder::load(name, dir, |config, weights| {
         Ok(Box::new(CpuBackend::new(config, weights, options)?) as Box<dyn Backend>)
     })
@@ -206,9 +210,10 @@ impl CpuBackend {
         let (pool, threads) = match &options.thread_pool {
             Some(pool) => (pool.clone(), pool.current_num_threads()),
             None => {
-                let threads = options.threads.filter(|&t| t > 0).unwrap_or_else(|| {
-                    std::thread::available_parallelism().map_or(1, |n| n.get())
-                });
+                let threads = options
+                    .threads
+                    .filter(|&t| t > 0)
+                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
                 (Arc::new(new_thread_pool(threads)?), threads)
             }
         };

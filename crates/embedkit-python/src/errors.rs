@@ -58,9 +58,7 @@ pub fn from_model(spec: &str, e: ModelError) -> PyErr {
 pub fn from_embed(e: EmbedError) -> PyErr {
     let msg = one_line(&e);
     match e {
-        EmbedError::InvalidOption { .. } | EmbedError::Unsupported(_) => {
-            PyValueError::new_err(msg)
-        }
+        EmbedError::InvalidOption { .. } | EmbedError::Unsupported(_) => PyValueError::new_err(msg),
         _ => PyRuntimeError::new_err(msg),
     }
 }

@@ -144,6 +144,9 @@ impl Loaded {
     }
 }
 
+/// One text's token ids and token vectors, as `embed_tokens` returns them.
+type TokenVectors<'py> = (Vec<u32>, Bound<'py, PyArray2<f32>>);
+
 /// A loaded embedding model (the native half of `embedkit.SentenceTransformer`).
 #[pyclass(module = "embedkit._embedkit", frozen)]
 pub struct Model {
@@ -287,7 +290,10 @@ impl Model {
                 }
                 d.set_item("prompts", prompts)?;
                 d.set_item("default_prompt_name", info.default_prompt_name.clone())?;
-                d.set_item("similarity_fn_name", local.layout().similarity_fn_name.clone())?;
+                d.set_item(
+                    "similarity_fn_name",
+                    local.layout().similarity_fn_name.clone(),
+                )?;
                 d.set_item("normalize", info.normalize)?;
                 d.set_item("path", info.path.display().to_string())?;
                 d.set_item("architecture", info.architecture)?;
@@ -345,7 +351,7 @@ impl Model {
         prompt_name: Option<String>,
         batch_size: usize,
         max_length: Option<usize>,
-    ) -> PyResult<Vec<(Vec<u32>, Bound<'py, PyArray2<f32>>)>> {
+    ) -> PyResult<Vec<TokenVectors<'py>>> {
         let loaded = self.current()?;
         let options = Self::options(prompt, prompt_name, batch_size, max_length)?;
         let tokens = py.detach(|| {

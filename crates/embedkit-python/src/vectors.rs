@@ -20,8 +20,7 @@ fn embeddings(name: &str, a: &PyReadonlyArray2<'_, f32>) -> PyResult<Embeddings>
         Some(s) => s.to_vec(),
         None => view.iter().copied().collect(),
     };
-    Embeddings::new(data, rows, dims)
-        .map_err(|e| PyValueError::new_err(format!("{name}: {e}")))
+    Embeddings::new(data, rows, dims).map_err(|e| PyValueError::new_err(format!("{name}: {e}")))
 }
 
 fn parse_precision(p: &str) -> PyResult<Precision> {
@@ -189,11 +188,13 @@ pub fn maxsim<'py>(
         )));
     }
     let (nq, nd) = (q.len(), d.len());
-    let scores = py.detach(|| {
-        embedkit_vectors::maxsim_matrix(&q, &d, MaxSimOptions { length_normalize })
-    });
+    let scores =
+        py.detach(|| embedkit_vectors::maxsim_matrix(&q, &d, MaxSimOptions { length_normalize }));
     PyArray1::from_vec(py, scores).reshape([nq, nd])
 }
+
+/// Rows and scores of a search, `(queries × top_k)` each.
+type SearchArrays<'py> = (Bound<'py, PyArray2<i64>>, Bound<'py, PyArray2<f32>>);
 
 /// An embedkit index file (memory-mapped): exact float32 or int8, or binary with rescoring.
 #[pyclass(module = "embedkit._embedkit", frozen)]
@@ -322,7 +323,7 @@ impl Index {
         queries: PyReadonlyArray2<'py, f32>,
         top_k: usize,
         rescore: usize,
-    ) -> PyResult<(Bound<'py, PyArray2<i64>>, Bound<'py, PyArray2<f32>>)> {
+    ) -> PyResult<SearchArrays<'py>> {
         let q = embeddings("queries", &queries)?;
         let options = SearchOptions {
             top_k,
