@@ -453,14 +453,7 @@ def _l2_normalize(x: np.ndarray) -> np.ndarray:
 
 
 def _as_matrix(x) -> np.ndarray:
-    if hasattr(x, "detach") and hasattr(x, "cpu"):  # a torch tensor
-        x = x.detach().cpu().float().numpy()
-    a = np.asarray(x, dtype=np.float32)
-    if a.ndim == 1:
-        a = a[None, :]
-    if a.ndim != 2:
-        raise ValueError(f"expected one embedding or a 2-D array of embeddings, not shape {a.shape}")
-    return np.ascontiguousarray(a)
+    return util._f32_2d("embeddings", x)
 
 
 def _similarity(a: np.ndarray, b: np.ndarray, name: str) -> np.ndarray:
