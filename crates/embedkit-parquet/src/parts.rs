@@ -327,14 +327,16 @@ impl ShardJob {
         self.manifest.chunks.iter().map(|c| c.rows).sum()
     }
 
-    /// The chunks still to embed: (index, first record, one past the last).
+    /// The chunks still to embed: (index, first record, one past the last). Chunks end on multiples of the
+    /// chunk size counted from record 0 (the shard's first and last chunks may be shorter), so the chunks of
+    /// all shards lie on one grid whatever N is.
     pub fn remaining(&self) -> Vec<(usize, u64, u64)> {
         let m = &self.manifest;
         let mut out = Vec::new();
         let mut s = m.start + self.committed_records();
         let mut i = m.chunks.len();
         while s < m.end {
-            let e = (s + m.chunk_size).min(m.end);
+            let e = ((s / m.chunk_size + 1) * m.chunk_size).min(m.end);
             out.push((i, s, e));
             s = e;
             i += 1;

@@ -391,26 +391,14 @@ fn save_run(
         )
     };
     let path = dir.join(format!("{}.{}.run", safe(model), safe(task)));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    {
-        let mut w = std::io::BufWriter::new(tmp.as_file_mut());
-        for (qid, docs) in run {
-            for (rank, (doc, score)) in embedkit_eval::metrics::rank(docs).into_iter().enumerate() {
-                writeln!(w, "{qid} Q0 {doc} {} {score} embedkit", rank + 1)?;
-            }
+    // Atomically, as every output file: temp file beside it, renamed when complete.
+    let mut w = crate::output::Sink::open(Some(&path))?;
+    for (qid, docs) in run {
+        for (rank, (doc, score)) in embedkit_eval::metrics::rank(docs).into_iter().enumerate() {
+            writeln!(w, "{qid} Q0 {doc} {} {score} embedkit", rank + 1)?;
         }
-        w.flush()?;
     }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644))?;
-    }
-    tmp.persist(&path)
-        .map_err(|e| e.error)
-        .with_context(|| format!("cannot write '{}'", path.display()))?;
-    Ok(())
+    w.finish()
 }
 
 /// Runs `embedkit data fetch|list`.

@@ -35,8 +35,9 @@ pub struct ParquetArgs {
     /// N, with --shard-from-env.
     #[arg(long, value_name = "N")]
     pub num_shards: Option<u32>,
-    /// Records per committed chunk of a shard: a killed worker loses at most one chunk of work.
-    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    /// Records per committed chunk of a shard (rounded up to a multiple of 1,024, the texts per model call):
+    /// a killed worker loses at most one chunk of work.
+    #[arg(long, value_name = "N", default_value_t = 10_240)]
     pub chunk_size: u64,
     /// Replace a finished part (or committed chunks) made with other settings instead of refusing.
     #[arg(long)]
@@ -117,23 +118,32 @@ struct Rows<'a> {
 }
 
 impl Rows<'_> {
-    /// Embeds `records` (whose positions start at `first`) and writes them.
+    /// Embeds `records` (one model call; their positions start at `first`) and writes those whose position
+    /// is in `keep`. Returns the rows written.
     fn write<W: std::io::Write + Send>(
         &self,
         w: &mut ParquetVectorWriter<W>,
         first: u64,
         records: &[Record],
-    ) -> Result<()> {
-        for (c, chunk) in records.chunks(crate::CHUNK).enumerate() {
-            let refs: Vec<&str> = chunk.iter().map(|r| r.text.as_str()).collect();
-            let vectors = self.model.embed(&refs, self.options)?;
+        keep: (u64, u64),
+    ) -> Result<u64> {
+        let refs: Vec<&str> = records.iter().map(|r| r.text.as_str()).collect();
+        let vectors = self.model.embed(&refs, self.options)?;
+        let from = keep.0.saturating_sub(first).min(records.len() as u64) as usize;
+        let to = keep.1.saturating_sub(first).min(records.len() as u64) as usize;
+        if from >= to {
+            return Ok(0);
+        }
+        {
+            let chunk = &records[from..to];
+            let refs = &refs[from..to];
             let mut bytes = Vec::with_capacity(chunk.len() * self.layout.row_bytes());
-            for row in vectors.iter() {
+            for row in vectors.iter().skip(from).take(to - from) {
                 self.quantizer.quantize_row(row, &mut bytes);
             }
             let ids = match self.layout.ids {
                 IdType::Int64 if chunk.iter().all(|r| r.id.is_none()) => {
-                    let at = first + (c * crate::CHUNK) as u64;
+                    let at = first + from as u64;
                     Ids::Int((at..at + chunk.len() as u64).map(|i| i as i64).collect())
                 }
                 IdType::Int64 => Ids::Int(
@@ -153,10 +163,10 @@ impl Rows<'_> {
                         .collect(),
                 ),
             };
-            let texts = self.layout.text.then_some(refs.as_slice());
+            let texts = self.layout.text.then_some(refs);
             w.write(&ids, &bytes, texts)?;
         }
-        Ok(())
+        Ok((to - from) as u64)
     }
 }
 
@@ -181,19 +191,43 @@ impl Input<'_> {
         })
     }
 
-    /// Streams records `start..end` to `each`, [`crate::CHUNK`] at a time.
+    /// Streams records `start..end` to `each` in groups of exactly [`crate::CHUNK`] (the last may be
+    /// shorter), with the position of each group's first record.
     fn read(
         &self,
         range: (u64, u64),
         mut each: impl FnMut(u64, Vec<Record>) -> Result<()>,
     ) -> Result<()> {
         let mut at = range.0;
-        let mut take = |recs: Vec<Record>| {
+        let mut pending: Vec<Record> = Vec::with_capacity(crate::CHUNK);
+        let mut emit = |recs: Vec<Record>| -> Result<()> {
             let n = recs.len() as u64;
             each(at, recs)?;
             at += n;
             Ok(())
         };
+        let mut take = |recs: Vec<Record>| -> Result<()> {
+            for r in recs {
+                pending.push(r);
+                if pending.len() == crate::CHUNK {
+                    emit(std::mem::take(&mut pending))?;
+                }
+            }
+            Ok(())
+        };
+        self.read_raw(range, &mut take)?;
+        drop(take);
+        if !pending.is_empty() {
+            emit(pending)?;
+        }
+        Ok(())
+    }
+
+    fn read_raw(
+        &self,
+        range: (u64, u64),
+        take: &mut dyn FnMut(Vec<Record>) -> Result<()>,
+    ) -> Result<()> {
         match self {
             Input::Args(t) => {
                 let recs: Vec<Record> = t[range.0 as usize..range.1 as usize]
@@ -328,7 +362,7 @@ pub fn embed_parquet(
     )?;
     let bar = crate::progress(total as usize, quiet);
     input.read((0, total), |first, recs| {
-        rows.write(&mut w, first, &recs)?;
+        rows.write(&mut w, first, &recs, (0, total))?;
         bar.inc(recs.len() as u64);
         Ok(())
     })?;
@@ -387,6 +421,13 @@ fn run_shard(
     quiet: bool,
 ) -> Result<()> {
     let (k, n) = args.shard()?;
+    // Model calls take the records of one 1,024-slot of the input's grid (as a one-process run does), and
+    // chunks end on that grid; a shard boundary inside a slot embeds the whole slot and keeps its own rows.
+    // So every text is embedded in the same call, with the same neighbours, as in a one-process run: the
+    // same batches, hence the same bits (batch composition can move the last bit of a vector).
+    let call = crate::CHUNK as u64;
+    let chunk_size = args.chunk_size.max(1).div_ceil(call) * call;
+    let total_records = input.records()?;
     let say = |m: String| {
         if !quiet {
             eprintln!("shard {k}/{n}: {m}");
@@ -400,10 +441,10 @@ fn run_shard(
         layout: rows.layout,
         input: InputInfo {
             name: path.display().to_string(),
-            records: input.records()?,
+            records: total_records,
             bytes,
         },
-        chunk_size: args.chunk_size.max(1),
+        chunk_size,
         row_group_rows: DEFAULT_ROW_GROUP_ROWS,
         overwrite: args.overwrite,
     };
@@ -432,16 +473,20 @@ fn run_shard(
         say(format!(
             "records {start}..{end}, {} chunks of up to {}",
             remaining.len(),
-            args.chunk_size
+            chunk_size
         ));
     }
     let bar = crate::progress((end - start - job.committed_records()) as usize, quiet);
     let mut embedded = 0u64;
     for (i, s, e) in remaining {
         job.write_chunk(i, s, e, |w| -> Result<()> {
-            input.read((s, e), |first, recs| {
-                rows.write(w, first, &recs)?;
-                bar.inc(recs.len() as u64);
+            let slots = (
+                s / call * call,
+                e.div_ceil(call).saturating_mul(call).min(total_records),
+            );
+            input.read(slots, |first, recs| {
+                let kept = rows.write(w, first, &recs, (s, e))?;
+                bar.inc(kept);
                 Ok(())
             })
         })?;
