@@ -206,7 +206,7 @@ impl Input<'_> {
             at += n;
             Ok(())
         };
-        let mut take = |recs: Vec<Record>| -> Result<()> {
+        self.read_raw(range, &mut |recs: Vec<Record>| -> Result<()> {
             for r in recs {
                 pending.push(r);
                 if pending.len() == crate::CHUNK {
@@ -214,9 +214,7 @@ impl Input<'_> {
                 }
             }
             Ok(())
-        };
-        self.read_raw(range, &mut take)?;
-        drop(take);
+        })?;
         if !pending.is_empty() {
             emit(pending)?;
         }
