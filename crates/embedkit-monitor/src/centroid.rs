@@ -3,23 +3,19 @@
 //! the group sizes). Cheap and easy to explain; blind to changes that keep the mean (a topic mix that rotates
 //! around the same centre), which is what MMD is for.
 
-use crate::rng::SplitMix64;
+use crate::permutation::{NullDistribution, observed_labels};
 use rayon::prelude::*;
 
 /// What the centroid test found.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CentroidResult {
-    /// ‖mean(current) − mean(reference)‖.
-    pub euclidean: f64,
-    /// Permutation p-value of the Euclidean distance.
-    pub p_value: f64,
-    /// 1 − cos(mean(current), mean(reference)).
-    pub cosine: f64,
-    /// Permutation p-value of the cosine distance.
-    pub cosine_p_value: f64,
+    /// ‖mean(current) − mean(reference)‖ on the observed split and under each relabelling.
+    pub euclidean: NullDistribution,
+    /// 1 − cos(mean(current), mean(reference)), likewise.
+    pub cosine: NullDistribution,
 }
 
-/// The centroid test of `x` (`nx × d`) against `y` (`ny × d`) with `permutations` relabellings.
+/// The centroid test of `x` (`nx × d`) against `y` (`ny × d`) under the shared `relabellings` (`true` = current).
 ///
 /// A relabelling only needs the sum of its smaller group (`|A|·d` additions): the other group's sum is the
 /// pooled total minus it.
@@ -29,8 +25,7 @@ pub fn centroid_test(
     y: &[f32],
     ny: usize,
     d: usize,
-    permutations: usize,
-    seed: u64,
+    relabellings: &[Vec<bool>],
 ) -> CentroidResult {
     let n = nx + ny;
     let row = |i: usize| if i < nx { &x[i * d..(i + 1) * d] } else { &y[(i - nx) * d..(i - nx + 1) * d] };
@@ -62,19 +57,12 @@ pub fn centroid_test(
         let cos = if qa > 0.0 && qb > 0.0 { dot / (qa.sqrt() * qb.sqrt()) } else { 1.0 };
         (e.sqrt(), 1.0 - cos)
     };
-    let observed_group: Vec<usize> = if small_is_x { (0..nx).collect() } else { (nx..n).collect() };
-    let (e_obs, c_obs) = distances(&observed_group);
-    let (ge, gc) = (0..permutations)
-        .into_par_iter()
-        .map(|b| {
-            let mut rng = SplitMix64::stream(seed, 0xCE00_0000 + b as u64);
-            let mut idx: Vec<usize> = (0..n).collect();
-            rng.choose_into(&mut idx, m);
-            idx.truncate(m);
-            let (e, c) = distances(&idx);
-            (usize::from(e >= e_obs), usize::from(c >= c_obs))
-        })
-        .reduce(|| (0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
-    let p = |c: usize| (1.0 + c as f64) / (permutations as f64 + 1.0);
-    CentroidResult { euclidean: e_obs, p_value: p(ge), cosine: c_obs, cosine_p_value: p(gc) }
+    let small_label = !small_is_x;
+    let group = |labels: &[bool]| -> Vec<usize> { (0..n).filter(|&i| labels[i] == small_label).collect() };
+    let (e_obs, c_obs) = distances(&group(&observed_labels(nx, ny)));
+    let (e_perm, c_perm): (Vec<f64>, Vec<f64>) = relabellings.par_iter().map(|l| distances(&group(l))).unzip();
+    CentroidResult {
+        euclidean: NullDistribution { observed: e_obs, permuted: e_perm },
+        cosine: NullDistribution { observed: c_obs, permuted: c_perm },
+    }
 }

@@ -1,6 +1,8 @@
 //! The domain classifier test: can a linear classifier tell current vectors from reference vectors better than
 //! chance? Statistic: the k-fold cross-validated ROC-AUC (stratified, seeded folds). p-value: a permutation test
-//! of the **whole** cross-validation — labels shuffled, every fold refitted and rescored, B times.
+//! of the **whole** cross-validation — labels shuffled, every fold refitted and rescored, B times. (The folds
+//! stay as drawn for the observed labels; a relabelling only moves labels, so a fold can then hold a few more or
+//! fewer current rows, which the statistic handles.)
 //!
 //! The classifier is L2-penalized logistic regression taken one Newton (IRLS) step from the intercept-only fit:
 //! `w = (ZᵀZ + α·I)⁻¹ Zᵀ(y − ȳ)` on standardized features, `α = λ·n / (p̄(1 − p̄))`. Drift between embedding
@@ -17,6 +19,7 @@
 //! Standardization and `ZᵀZ` use every row's features but no label, so no label of a held-out fold reaches
 //! its model, and the permutation test stays exact.
 
+use crate::permutation::{NullDistribution, observed_labels};
 use crate::rng::SplitMix64;
 use crate::stats::mann_whitney_u;
 use embedkit_vectors::simd;
@@ -41,14 +44,13 @@ impl Default for ClassifierOptions {
 /// What the domain classifier found.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClassifierResult {
-    /// Cross-validated ROC-AUC (the folds' U statistics over their pair counts).
-    pub auc: f64,
-    /// Permutation p-value `(1 + #{AUC_perm ≥ AUC}) / (B + 1)`.
-    pub p_value: f64,
+    /// Cross-validated ROC-AUC (the folds' U statistics over their pair counts), observed and under each
+    /// relabelling.
+    pub auc: NullDistribution,
 }
 
-/// Cross-validated domain classifier of `x` (`nx × d`, label 0) against `y` (`ny × d`, label 1) with a
-/// `permutations`-fold permutation p-value.
+/// Cross-validated domain classifier of `x` (`nx × d`, label 0) against `y` (`ny × d`, label 1), redone under
+/// each of the shared `relabellings`.
 pub fn domain_classifier(
     x: &[f32],
     nx: usize,
@@ -56,7 +58,7 @@ pub fn domain_classifier(
     ny: usize,
     d: usize,
     opts: &ClassifierOptions,
-    permutations: usize,
+    relabellings: &[Vec<bool>],
     seed: u64,
 ) -> ClassifierResult {
     let n = nx + ny;
@@ -77,18 +79,9 @@ pub fn domain_classifier(
     let m = smoother(&z, n, d, alpha);
     let fold_size: Vec<usize> = (0..k).map(|f| fold_of.iter().filter(|&&g| g == f).count()).collect();
     let cv = CrossValidation { z: &z, m: &m, n, d, k, fold_of: &fold_of, fold_size: &fold_size };
-    let labels: Vec<bool> = (0..n).map(|i| i >= nx).collect();
-    let auc = cv.auc(&labels);
-    let exceed = (0..permutations)
-        .into_par_iter()
-        .filter(|&b| {
-            let mut rng = SplitMix64::stream(seed, 0xC1A5_0000 + b as u64);
-            let mut perm = labels.clone();
-            rng.shuffle(&mut perm);
-            cv.auc(&perm) >= auc
-        })
-        .count();
-    ClassifierResult { auc, p_value: (1.0 + exceed as f64) / (permutations as f64 + 1.0) }
+    let observed = cv.auc(&observed_labels(nx, ny));
+    let permuted = relabellings.par_iter().map(|l| cv.auc(l)).collect();
+    ClassifierResult { auc: NullDistribution { observed, permuted } }
 }
 
 /// The pooled rows (`x` then `y`) with every feature centred and scaled to unit variance over all rows.
@@ -275,9 +268,10 @@ mod tests {
         let d = 8;
         let x: Vec<f32> = (0..200 * d).map(|_| rng.next_f64() as f32).collect();
         let y: Vec<f32> = (0..100 * d).map(|i| rng.next_f64() as f32 + if i % d == 0 { 1.5 } else { 0.0 }).collect();
-        let r = domain_classifier(&x, 200, &y, 100, d, &ClassifierOptions::default(), 99, 1);
-        assert!(r.auc > 0.99, "{}", r.auc);
-        assert_eq!(r.p_value, 0.01);
+        let perms = crate::permutation::relabellings(200, 100, 99, 1);
+        let r = domain_classifier(&x, 200, &y, 100, d, &ClassifierOptions::default(), &perms, 1);
+        assert!(r.auc.observed > 0.99, "{}", r.auc.observed);
+        assert_eq!(r.auc.p_value(), 0.01);
     }
 
     #[test]
@@ -286,8 +280,9 @@ mod tests {
         let d = 8;
         let x: Vec<f32> = (0..300 * d).map(|_| rng.next_f64() as f32).collect();
         let y: Vec<f32> = (0..300 * d).map(|_| rng.next_f64() as f32).collect();
-        let r = domain_classifier(&x, 300, &y, 300, d, &ClassifierOptions::default(), 99, 1);
-        assert!((r.auc - 0.5).abs() < 0.07, "{}", r.auc);
-        assert!(r.p_value > 0.01);
+        let perms = crate::permutation::relabellings(300, 300, 99, 1);
+        let r = domain_classifier(&x, 300, &y, 300, d, &ClassifierOptions::default(), &perms, 1);
+        assert!((r.auc.observed - 0.5).abs() < 0.07, "{}", r.auc.observed);
+        assert!(r.auc.p_value() > 0.01);
     }
 }

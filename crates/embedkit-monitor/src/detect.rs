@@ -1,11 +1,10 @@
-//! The drift test as a whole: validate and subsample the two samples, run the chosen methods, decide each
-//! method's verdict (p < α and an effect floor), and combine them into one calibrated verdict.
+//! The drift test as a whole: validate and subsample the two samples, draw one set of relabellings, run the
+//! chosen methods under it, decide each method's verdict (p < α and an effect floor), and combine them into one
+//! calibrated verdict.
 //!
-//! The overall p-value is Simes' combination of the methods' p-values. Four tests on the same two samples are
-//! strongly and positively dependent; "drift when any method fires" would then reject up to 4α of the time under
-//! no drift, Bonferroni (min p · 4 < α) would be needlessly conservative, while Simes is valid under such
-//! dependence and is exact at both extremes (independent tests and identical tests). Overall drift = Simes
-//! p < α **and** at least one method's own verdict is drift (so its effect floor holds too).
+//! The overall p-value is the single-step min-p over the methods (see [`crate::permutation`]): exact under no
+//! drift whatever the dependence between the methods. Overall drift = min-p p < α **and** at least one method's
+//! own verdict is drift (so its effect floor holds too).
 
 use crate::centroid::centroid_test;
 use crate::classifier::{ClassifierOptions, domain_classifier};
@@ -13,7 +12,7 @@ use crate::cluster::{ClusterShift, cluster_shift};
 use crate::ks::ks_test;
 use crate::mmd::KernelMatrix;
 use crate::rng::{SplitMix64, subsample};
-use crate::stats::simes;
+use crate::permutation::{min_p, relabellings};
 use crate::DriftError;
 use embedkit_core::Embeddings;
 use serde::Serialize;
@@ -136,7 +135,7 @@ pub struct WitnessRow {
 pub struct DriftReport {
     /// The overall verdict.
     pub drift: bool,
-    /// Simes' combination of the methods' p-values.
+    /// The min-p combination of the methods' p-values over the shared relabellings.
     pub p_value: f64,
     /// The level the verdicts used.
     pub alpha: f64,
@@ -171,49 +170,54 @@ pub fn detect(reference: &Embeddings, current: &Embeddings, opts: &DriftOptions)
     let mut methods_sorted = opts.methods.clone();
     methods_sorted.sort();
     methods_sorted.dedup();
+    let perms = relabellings(nx, ny, opts.permutations, opts.seed);
+    let mut nulls = Vec::new();
     for method in methods_sorted {
         let seed = opts.seed ^ (method as u64 + 1).wrapping_mul(0x9E37_79B9);
-        let result = match method {
+        let (result, null) = match method {
             Method::Mmd => {
                 let km = KernelMatrix::new(&x, nx, &y, ny, d, None);
-                let (p, _) = km.permutation_pvalue(opts.permutations, seed);
-                let stat = km.mmd2();
+                let null = km.null_distribution(&perms);
+                let p = null.p_value();
                 let (wx, wy) = km.witness();
                 novel = rank(&wy, &ry, opts.novel, false);
                 emptied = rank(&wx, &rx, opts.novel, true);
                 let details = BTreeMap::from([("sigma".to_string(), km.sigma)]);
-                MethodResult { p_value: p, statistic: stat, drift: p < opts.alpha, details }
+                (MethodResult { p_value: p, statistic: km.mmd2(), drift: p < opts.alpha, details }, null)
             }
             Method::Classifier => {
-                let r = domain_classifier(&x, nx, &y, ny, d, &opts.classifier, opts.permutations, seed);
-                let drift = r.p_value < opts.alpha && r.auc >= opts.auc_floor;
+                let r = domain_classifier(&x, nx, &y, ny, d, &opts.classifier, &perms, seed);
+                let (p, auc) = (r.auc.p_value(), r.auc.observed);
+                let drift = p < opts.alpha && auc >= opts.auc_floor;
                 let details = BTreeMap::from([("auc_floor".to_string(), opts.auc_floor)]);
-                MethodResult { p_value: r.p_value, statistic: r.auc, drift, details }
+                (MethodResult { p_value: p, statistic: auc, drift, details }, r.auc)
             }
             Method::Centroid => {
-                let r = centroid_test(&x, nx, &y, ny, d, opts.permutations, seed);
+                let r = centroid_test(&x, nx, &y, ny, d, &perms);
+                let p = r.euclidean.p_value();
                 let details = BTreeMap::from([
-                    ("cosine".to_string(), r.cosine),
-                    ("cosine_p_value".to_string(), r.cosine_p_value),
+                    ("cosine".to_string(), r.cosine.observed),
+                    ("cosine_p_value".to_string(), r.cosine.p_value()),
                 ]);
-                MethodResult { p_value: r.p_value, statistic: r.euclidean, drift: r.p_value < opts.alpha, details }
+                (MethodResult { p_value: p, statistic: r.euclidean.observed, drift: p < opts.alpha, details }, r.euclidean)
             }
             Method::Ks => {
-                let r = ks_test(&x, nx, &y, ny, d, opts.permutations, seed);
-                let count = |v: &[f64]| v.iter().filter(|&&p| p < opts.alpha).count() as f64;
+                let r = ks_test(&x, nx, &y, ny, d, &perms);
+                let p = r.max_d.p_value();
+                let count = |v: &[f64]| v.iter().filter(|&&q| q < opts.alpha).count() as f64;
                 let details = BTreeMap::from([
                     ("dims_rejected_bonferroni".to_string(), count(&r.bonferroni)),
                     ("dims_rejected_bh".to_string(), count(&r.bh)),
                     ("dims".to_string(), d as f64),
                     ("simes_p_value".to_string(), r.simes),
                 ]);
-                MethodResult { p_value: r.p_value, statistic: r.max_statistic, drift: r.p_value < opts.alpha, details }
+                (MethodResult { p_value: p, statistic: r.max_statistic, drift: p < opts.alpha, details }, r.max_d)
             }
         };
         methods.insert(method.name().to_string(), result);
+        nulls.push(null);
     }
-    let ps: Vec<f64> = methods.values().map(|m| m.p_value).collect();
-    let p_value = simes(&ps);
+    let p_value = min_p(&nulls.iter().collect::<Vec<_>>());
     let drift = p_value < opts.alpha && methods.values().any(|m| m.drift);
     let clusters = (opts.clusters > 0).then(|| {
         let mut c = cluster_shift(&x, nx, &y, ny, d, opts.clusters, opts.seed);

@@ -2,12 +2,12 @@
 //! for the number of dimensions by Bonferroni and by Benjamini–Hochberg — which dimensions moved.
 //!
 //! The method's single p-value is a permutation test of the largest D over the dimensions (ties broken by the
-//! mean D): Bonferroni and Simes/BH are valid but conservative when dimensions are correlated, as embedding
+//! sum of the D's): Bonferroni and Simes/BH are valid but conservative when dimensions are correlated, as embedding
 //! dimensions are, and with float16-rounded values the exact p-values are discrete too. On the Debian corpus
 //! Simes' p-value rejected at the right rate but was far from uniform (many p-values near 1); the permutation
 //! distribution of max D accounts for the correlation exactly (Westfall–Young).
 
-use crate::rng::SplitMix64;
+use crate::permutation::{NullDistribution, observed_labels};
 use crate::stats::{bh_adjust, bonferroni_adjust, ks_pvalue_exact, ks_statistic_sorted, simes};
 use rayon::prelude::*;
 
@@ -24,15 +24,16 @@ pub struct KsResult {
     pub bh: Vec<f64>,
     /// Simes' combined p-value (the smallest BH-adjusted one).
     pub simes: f64,
-    /// Permutation p-value of the largest D (the method's p-value); 1 when no permutations were asked for.
-    pub p_value: f64,
+    /// The permutation statistic, observed and under each relabelling: the largest `h = D·lcm` over the
+    /// dimensions plus the sum of the h's scaled below 1 (the lexicographic order of (max, sum) as one number).
+    pub max_d: NullDistribution,
     /// The largest D over the dimensions.
     pub max_statistic: f64,
 }
 
-/// The KS test of every dimension of `x` (`nx × d`) against `y` (`ny × d`), with `permutations` relabellings for
-/// the max-D p-value (0 = none).
-pub fn ks_test(x: &[f32], nx: usize, y: &[f32], ny: usize, d: usize, permutations: usize, seed: u64) -> KsResult {
+/// The KS test of every dimension of `x` (`nx × d`) against `y` (`ny × d`), with the max-D statistic under the
+/// shared `relabellings` (`true` = current; may be empty).
+pub fn ks_test(x: &[f32], nx: usize, y: &[f32], ny: usize, d: usize, relabellings: &[Vec<bool>]) -> KsResult {
     let n = nx + ny;
     let value = |i: usize, j: usize| if i < nx { x[i * d + j] } else { y[(i - nx) * d + j] };
     let lcm = {
@@ -55,37 +56,29 @@ pub fn ks_test(x: &[f32], nx: usize, y: &[f32], ny: usize, d: usize, permutation
         .collect();
     let statistics: Vec<f64> = per_dim.iter().map(|p| p.0 as f64 / lcm as f64).collect();
     let p_values: Vec<f64> = per_dim.iter().map(|p| p.1).collect();
-    let p_value = if permutations == 0 {
-        1.0
-    } else {
-        let pooled = PooledOrder::new(n, d, &value);
-        let labels: Vec<bool> = (0..n).map(|i| i >= nx).collect();
-        let observed = pooled.max_and_sum(&labels, nx, ny);
-        // 64 relabellings at a time, one bit each: the counting pass then runs on 64 lanes at once.
-        let exceed: usize = (0..permutations.div_ceil(64))
-            .into_par_iter()
-            .map(|batch| {
-                let lo = batch * 64;
-                let count = (permutations - lo).min(64);
-                let mut bits = vec![0u64; n];
-                for k in 0..count {
-                    let mut rng = SplitMix64::stream(seed, 0x4B53_0000 + (lo + k) as u64);
-                    let mut perm = labels.clone();
-                    rng.shuffle(&mut perm);
-                    for (w, &l) in bits.iter_mut().zip(&perm) {
-                        *w |= u64::from(l) << k;
-                    }
+    let pooled = PooledOrder::new(n, d, &value);
+    // (max, sum) as one number: sum ≤ d·max_h < scale, so the fraction never reaches the next integer.
+    let scale = (d as f64) * (lcm as f64) + 1.0;
+    let as_number = |(max, sum): (u64, u64)| max as f64 + sum as f64 / scale;
+    let observed = as_number(pooled.max_and_sum(&observed_labels(nx, ny), nx, ny));
+    // 64 relabellings at a time, one bit each: the counting pass then runs on 64 lanes at once.
+    let permuted: Vec<f64> = relabellings
+        .par_chunks(64)
+        .flat_map_iter(|batch| {
+            let mut bits = vec![0u64; n];
+            for (k, l) in batch.iter().enumerate() {
+                for (w, &x) in bits.iter_mut().zip(l) {
+                    *w |= u64::from(x) << k;
                 }
-                pooled.max_and_sum_64(&bits, nx, ny)[..count].iter().filter(|&&s| s >= observed).count()
-            })
-            .sum();
-        (1.0 + exceed as f64) / (permutations as f64 + 1.0)
-    };
+            }
+            pooled.max_and_sum_64(&bits, nx, ny).into_iter().take(batch.len()).map(as_number).collect::<Vec<_>>()
+        })
+        .collect();
     KsResult {
         bonferroni: bonferroni_adjust(&p_values),
         bh: bh_adjust(&p_values),
         simes: simes(&p_values),
-        p_value,
+        max_d: NullDistribution { observed, permuted },
         max_statistic: statistics.iter().copied().fold(0.0, f64::max),
         statistics,
         p_values,
@@ -195,6 +188,7 @@ fn weights(nx: usize, ny: usize) -> (i64, i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rng::SplitMix64;
 
     #[test]
     fn lanes_agree_with_the_scalar_pass() {
@@ -220,7 +214,7 @@ mod tests {
         }
         // And the scalar pass agrees with the per-dimension statistic of the observed split.
         let l: Vec<bool> = (0..nx + ny).map(|i| i >= nx).collect();
-        let r = ks_test(&vals[..nx * d], nx, &vals[nx * d..], ny, d, 0, 0);
+        let r = ks_test(&vals[..nx * d], nx, &vals[nx * d..], ny, d, &[]);
         let lcm = 60.0;
         let want_max = r.statistics.iter().copied().fold(0.0, f64::max);
         assert_eq!(pooled.max_and_sum(&l, nx, ny).0 as f64 / lcm, want_max);

@@ -3,8 +3,9 @@
 //! * [`detect`] runs calibrated two-sample tests on a reference and a current sample of vectors
 //!   ([`Method`]): MMD² with an RBF kernel and a permutation p-value ([`mmd`]), a cross-validated logistic-
 //!   regression domain classifier ([`classifier`]), the centroid distance ([`centroid`]) and per-dimension
-//!   Kolmogorov–Smirnov tests with Bonferroni / Benjamini–Hochberg ([`ks`]); the overall verdict is the Simes
-//!   combination of their p-values, so "no drift" is rejected at rate α, not 4α.
+//!   Kolmogorov–Smirnov tests with Bonferroni / Benjamini–Hochberg ([`ks`]), all under one shared set of
+//!   relabellings ([`permutation`]); the overall verdict is their min-p combination, so "no drift" is rejected
+//!   at rate α, not 4α.
 //! * What drifted: the MMD witness function ranks the current vectors the reference explains worst, and
 //!   [`cluster`] compares the shares of k-means clusters of the reference before and after.
 //! * [`canary`]: recorded texts and vectors that must come back unchanged from the same model and options.
@@ -31,6 +32,7 @@ mod detect;
 pub mod ks;
 pub mod logistic;
 pub mod mmd;
+pub mod permutation;
 pub mod report;
 pub mod rng;
 pub mod stats;

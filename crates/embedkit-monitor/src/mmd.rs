@@ -4,7 +4,7 @@
 //! permutations can honestly report). The same kernel matrix gives the witness function: which current vectors
 //! the reference explains worst, and which reference vectors the current sample no longer covers.
 
-use crate::rng::SplitMix64;
+use crate::permutation::{NullDistribution, observed_labels};
 use embedkit_vectors::simd;
 use rayon::prelude::*;
 
@@ -117,31 +117,21 @@ impl KernelMatrix {
         mmd2_from_sums(sxx, syy, sxy, self.nx, self.ny)
     }
 
-    /// The permutation test: `permutations` random relabellings (each its own seeded stream, run in parallel)
-    /// and the p-value `(1 + #{≥ observed}) / (B + 1)`.
+    /// The statistic on the observed split and under each relabelling (`true` = current), for the permutation
+    /// p-value `(1 + #{≥ observed}) / (B + 1)`.
     ///
-    /// Only the smaller group `A` of a relabelling is drawn: `S_AA = Σ_{i∈A} kᵢ·1_A` costs `|A|·N` (a SIMD dot of
+    /// Only the smaller group `A` of a relabelling is summed: `S_AA = Σ_{i∈A} kᵢ·1_A` costs `|A|·N` (a SIMD dot of
     /// each row with a 0/1 mask), and the other two block sums follow from the row sums: `S_AB = Σ_{i∈A} Rᵢ −
     /// S_AA`, `S_BB = S − 2·S_AB − S_AA`. The observed split goes through the same arithmetic, so rounding can
     /// never decide a comparison one way for the observation and the other way for an identical relabelling.
-    pub fn permutation_pvalue(&self, permutations: usize, seed: u64) -> (f64, f64) {
-        let n = self.n();
+    pub fn null_distribution(&self, relabellings: &[Vec<bool>]) -> NullDistribution {
         let small_is_x = self.nx <= self.ny;
-        let m = self.nx.min(self.ny);
-        let observed_group: Vec<usize> = if small_is_x { (0..self.nx).collect() } else { (self.nx..n).collect() };
-        let observed = self.stat_for_group(&observed_group, small_is_x);
-        let exceed = (0..permutations)
-            .into_par_iter()
-            .filter(|&b| {
-                let mut rng = SplitMix64::stream(seed, b as u64 + 1);
-                let mut idx: Vec<usize> = (0..n).collect();
-                rng.choose_into(&mut idx, m);
-                idx.truncate(m);
-                self.stat_for_group(&idx, small_is_x) >= observed
-            })
-            .count();
-        let p = (1.0 + exceed as f64) / (permutations as f64 + 1.0);
-        (p, observed)
+        // The smaller sample's label: false = reference (x), true = current (y).
+        let small_label = !small_is_x;
+        let group = |labels: &[bool]| -> Vec<usize> { (0..labels.len()).filter(|&i| labels[i] == small_label).collect() };
+        let observed = self.stat_for_group(&group(&observed_labels(self.nx, self.ny)), small_is_x);
+        let permuted = relabellings.par_iter().map(|l| self.stat_for_group(&group(l), small_is_x)).collect();
+        NullDistribution { observed, permuted }
     }
 
     /// MMD² when `group` (of the smaller size) plays the smaller sample.
@@ -196,6 +186,8 @@ fn mmd2_from_sums(sxx: f64, syy: f64, sxy: f64, nx: usize, ny: usize) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::rng::SplitMix64;
 
     #[test]
     fn permuted_group_arithmetic_matches_direct_sums() {

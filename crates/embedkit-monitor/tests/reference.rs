@@ -62,7 +62,7 @@ fn ks_matches_scipy_exact() {
         let (mut a, mut b) = (f32s(&case["a"]), f32s(&case["b"]));
         let (want_d, want_p) = (case["statistic"].as_f64().unwrap(), case["p_value"].as_f64().unwrap());
         // Through the per-dimension test (one dimension) and through the scalar functions.
-        let r = ks_test(&a, a.len(), &b, b.len(), 1, 0, 0);
+        let r = ks_test(&a, a.len(), &b, b.len(), 1, &[]);
         a.sort_by(f32::total_cmp);
         b.sort_by(f32::total_cmp);
         let h = ks_statistic_sorted(&a, &b);
