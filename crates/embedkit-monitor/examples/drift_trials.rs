@@ -31,13 +31,26 @@ fn main() {
         .collect();
     let secs = start.elapsed().as_secs_f64();
     let t = tally(&reports);
-    println!("scenario {scenario}: {trials} trials in {secs:.1} s ({:.2} s/trial)", secs / trials as f64);
+    println!(
+        "scenario {scenario}: {trials} trials in {secs:.1} s ({:.2} s/trial)",
+        secs / trials as f64
+    );
     for ((name, k), (_, p)) in t.rejections.iter().zip(&t.p_values) {
         let (d, pu) = ks_uniform(p);
-        println!("  {name:<11} rejections {k:>4} / {trials}  ({:.3})   p-values vs uniform: D {d:.3}, p {pu:.3}", *k as f64 / trials as f64);
+        println!(
+            "  {name:<11} rejections {k:>4} / {trials}  ({:.3})   p-values vs uniform: D {d:.3}, p {pu:.3}",
+            *k as f64 / trials as f64
+        );
     }
-    let auc: Vec<f64> = reports.iter().filter_map(|r| r.methods.get("classifier")).map(|m| m.statistic).collect();
+    let auc: Vec<f64> = reports
+        .iter()
+        .filter_map(|r| r.methods.get("classifier"))
+        .map(|m| m.statistic)
+        .collect();
     if !auc.is_empty() {
-        println!("  classifier AUC mean {:.3}", auc.iter().sum::<f64>() / auc.len() as f64);
+        println!(
+            "  classifier AUC mean {:.3}",
+            auc.iter().sum::<f64>() / auc.len() as f64
+        );
     }
 }

@@ -45,14 +45,25 @@ pub struct CanaryCheck {
 impl Canary {
     /// Reads a canary file.
     pub fn read(path: &Path) -> Result<Canary, DriftError> {
-        let err = |reason: String| DriftError::File { path: path.display().to_string(), reason };
+        let err = |reason: String| DriftError::File {
+            path: path.display().to_string(),
+            reason,
+        };
         let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-        let c: Canary = serde_json::from_str(&text).map_err(|e| err(format!("not a canary file: {e}")))?;
+        let c: Canary =
+            serde_json::from_str(&text).map_err(|e| err(format!("not a canary file: {e}")))?;
         if c.version != 1 {
-            return Err(err(format!("canary version {} (this embedkit reads 1)", c.version)));
+            return Err(err(format!(
+                "canary version {} (this embedkit reads 1)",
+                c.version
+            )));
         }
         if c.texts.len() != c.vectors.len() {
-            return Err(err(format!("{} texts but {} vectors", c.texts.len(), c.vectors.len())));
+            return Err(err(format!(
+                "{} texts but {} vectors",
+                c.texts.len(),
+                c.vectors.len()
+            )));
         }
         Ok(c)
     }
@@ -61,12 +72,20 @@ impl Canary {
     pub fn check(&self, vectors: &[Vec<f32>], min_cosine: f64) -> CanaryCheck {
         let mut reasons = Vec::new();
         if vectors.len() != self.vectors.len() {
-            reasons.push(format!("{} vectors for {} recorded", vectors.len(), self.vectors.len()));
+            reasons.push(format!(
+                "{} vectors for {} recorded",
+                vectors.len(),
+                self.vectors.len()
+            ));
         }
         let (mut min_cos, mut max_norm, mut max_abs) = (1.0f64, 0.0f64, 0.0f64);
         for (i, (old, new)) in self.vectors.iter().zip(vectors).enumerate() {
             if old.len() != new.len() {
-                reasons.push(format!("text {i}: {} dimensions, recorded {}", new.len(), old.len()));
+                reasons.push(format!(
+                    "text {i}: {} dimensions, recorded {}",
+                    new.len(),
+                    old.len()
+                ));
                 min_cos = -1.0;
                 continue;
             }
@@ -77,18 +96,39 @@ impl Canary {
                 qb += b as f64 * b as f64;
                 max_abs = max_abs.max((a as f64 - b as f64).abs());
             }
-            let cos = if qa > 0.0 && qb > 0.0 { dot / (qa.sqrt() * qb.sqrt()) } else if qa == qb { 1.0 } else { 0.0 };
+            let cos = if qa > 0.0 && qb > 0.0 {
+                dot / (qa.sqrt() * qb.sqrt())
+            } else if qa == qb {
+                1.0
+            } else {
+                0.0
+            };
             min_cos = min_cos.min(cos);
-            let norm_change = if qa > 0.0 { (qb.sqrt() - qa.sqrt()).abs() / qa.sqrt() } else { qb.sqrt() };
+            let norm_change = if qa > 0.0 {
+                (qb.sqrt() - qa.sqrt()).abs() / qa.sqrt()
+            } else {
+                qb.sqrt()
+            };
             max_norm = max_norm.max(norm_change);
         }
         if min_cos < min_cosine {
-            reasons.push(format!("a vector moved: minimum cosine {min_cos:.6} < {min_cosine}"));
+            reasons.push(format!(
+                "a vector moved: minimum cosine {min_cos:.6} < {min_cosine}"
+            ));
         }
         if max_norm > 1e-3 {
-            reasons.push(format!("vector norms changed by up to {:.3}% (normalization?)", 100.0 * max_norm));
+            reasons.push(format!(
+                "vector norms changed by up to {:.3}% (normalization?)",
+                100.0 * max_norm
+            ));
         }
-        CanaryCheck { changed: !reasons.is_empty(), min_cosine: min_cos, max_norm_change: max_norm, max_abs_diff: max_abs, reasons }
+        CanaryCheck {
+            changed: !reasons.is_empty(),
+            min_cosine: min_cos,
+            max_norm_change: max_norm,
+            max_abs_diff: max_abs,
+            reasons,
+        }
     }
 }
 
@@ -111,7 +151,11 @@ mod tests {
         let c = canary();
         assert!(!c.check(&c.vectors, 0.9999).changed);
         // Same directions, twice the length: cosine 1 but normalization changed.
-        let scaled: Vec<Vec<f32>> = c.vectors.iter().map(|v| v.iter().map(|x| x * 2.0).collect()).collect();
+        let scaled: Vec<Vec<f32>> = c
+            .vectors
+            .iter()
+            .map(|v| v.iter().map(|x| x * 2.0).collect())
+            .collect();
         let r = c.check(&scaled, 0.9999);
         assert!(r.changed && r.min_cosine > 0.99999, "{r:?}");
         let rotated = vec![vec![0.8, 0.6], vec![1.0, 0.0]];

@@ -28,7 +28,13 @@ pub fn centroid_test(
     relabellings: &[Vec<bool>],
 ) -> CentroidResult {
     let n = nx + ny;
-    let row = |i: usize| if i < nx { &x[i * d..(i + 1) * d] } else { &y[(i - nx) * d..(i - nx + 1) * d] };
+    let row = |i: usize| {
+        if i < nx {
+            &x[i * d..(i + 1) * d]
+        } else {
+            &y[(i - nx) * d..(i - nx + 1) * d]
+        }
+    };
     let mut total = vec![0.0f64; d];
     for i in 0..n {
         for (t, &v) in total.iter_mut().zip(row(i)) {
@@ -54,15 +60,29 @@ pub fn centroid_test(
             qa += ma * ma;
             qb += mb * mb;
         }
-        let cos = if qa > 0.0 && qb > 0.0 { dot / (qa.sqrt() * qb.sqrt()) } else { 1.0 };
+        let cos = if qa > 0.0 && qb > 0.0 {
+            dot / (qa.sqrt() * qb.sqrt())
+        } else {
+            1.0
+        };
         (e.sqrt(), 1.0 - cos)
     };
     let small_label = !small_is_x;
-    let group = |labels: &[bool]| -> Vec<usize> { (0..n).filter(|&i| labels[i] == small_label).collect() };
+    let group =
+        |labels: &[bool]| -> Vec<usize> { (0..n).filter(|&i| labels[i] == small_label).collect() };
     let (e_obs, c_obs) = distances(&group(&observed_labels(nx, ny)));
-    let (e_perm, c_perm): (Vec<f64>, Vec<f64>) = relabellings.par_iter().map(|l| distances(&group(l))).unzip();
+    let (e_perm, c_perm): (Vec<f64>, Vec<f64>) = relabellings
+        .par_iter()
+        .map(|l| distances(&group(l)))
+        .unzip();
     CentroidResult {
-        euclidean: NullDistribution { observed: e_obs, permuted: e_perm },
-        cosine: NullDistribution { observed: c_obs, permuted: c_perm },
+        euclidean: NullDistribution {
+            observed: e_obs,
+            permuted: e_perm,
+        },
+        cosine: NullDistribution {
+            observed: c_obs,
+            permuted: c_perm,
+        },
     }
 }

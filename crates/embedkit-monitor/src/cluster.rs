@@ -39,7 +39,14 @@ pub struct ClusterShift {
 }
 
 /// k-means of `x` (`n × d`) into `k` clusters: centres (`k' × d`, k' = min(k, n)) and the assignment of each row.
-pub fn kmeans(x: &[f32], n: usize, d: usize, k: usize, seed: u64, max_iter: usize) -> (Vec<f32>, Vec<usize>) {
+pub fn kmeans(
+    x: &[f32],
+    n: usize,
+    d: usize,
+    k: usize,
+    seed: u64,
+    max_iter: usize,
+) -> (Vec<f32>, Vec<usize>) {
     let k = k.min(n).max(1);
     let mut rng = SplitMix64::stream(seed, 0x6B6D);
     let row = |i: usize| &x[i * d..(i + 1) * d];
@@ -97,21 +104,31 @@ pub fn kmeans(x: &[f32], n: usize, d: usize, k: usize, seed: u64, max_iter: usiz
 }
 
 fn sq_dist(a: &[f32], b: &[f32]) -> f64 {
-    a.iter().zip(b).map(|(&x, &y)| ((x - y) as f64).powi(2)).sum()
+    a.iter()
+        .zip(b)
+        .map(|(&x, &y)| ((x - y) as f64).powi(2))
+        .sum()
 }
 
 /// The nearest centre of every row of `x` (`n × d`).
 pub fn assign_to(x: &[f32], n: usize, d: usize, centres: &[f32]) -> Vec<usize> {
     let kern = simd::active();
     let k = centres.len() / d;
-    let cnorm: Vec<f32> = (0..k).map(|c| kern.dot(&centres[c * d..(c + 1) * d], &centres[c * d..(c + 1) * d])).collect();
+    let cnorm: Vec<f32> = (0..k)
+        .map(|c| kern.dot(&centres[c * d..(c + 1) * d], &centres[c * d..(c + 1) * d]))
+        .collect();
     (0..n)
         .into_par_iter()
         .map(|i| {
             let r = &x[i * d..(i + 1) * d];
             // ‖r − c‖² = ‖r‖² − 2r·c + ‖c‖²; ‖r‖² is the same for every c.
             (0..k)
-                .map(|c| (c, cnorm[c] - 2.0 * kern.dot(r, &centres[c * d..(c + 1) * d])))
+                .map(|c| {
+                    (
+                        c,
+                        cnorm[c] - 2.0 * kern.dot(r, &centres[c * d..(c + 1) * d]),
+                    )
+                })
                 .min_by(|a, b| a.1.total_cmp(&b.1))
                 .map_or(0, |(c, _)| c)
         })
@@ -119,7 +136,15 @@ pub fn assign_to(x: &[f32], n: usize, d: usize, centres: &[f32]) -> Vec<usize> {
 }
 
 /// Clusters the reference `x` (`nx × d`) into `k` and compares its cluster shares with those of `y` (`ny × d`).
-pub fn cluster_shift(x: &[f32], nx: usize, y: &[f32], ny: usize, d: usize, k: usize, seed: u64) -> ClusterShift {
+pub fn cluster_shift(
+    x: &[f32],
+    nx: usize,
+    y: &[f32],
+    ny: usize,
+    d: usize,
+    k: usize,
+    seed: u64,
+) -> ClusterShift {
     let (centres, ax) = kmeans(x, nx, d, k, seed, 100);
     compare_shares(x, nx, &ax, y, ny, d, centres)
 }
@@ -162,14 +187,27 @@ pub fn compare_shares(
         let db = (b.current_share - b.reference_share).abs();
         db.total_cmp(&da)
     });
-    ClusterShift { clusters, hellinger, chi2, chi2_p_value, centres }
+    ClusterShift {
+        clusters,
+        hellinger,
+        chi2,
+        chi2_p_value,
+        centres,
+    }
 }
 
 /// Hellinger distance of the two count vectors' shares, and the χ² test of homogeneity of the 2 × K table
 /// (columns empty in both dropped), as `scipy.stats.chi2_contingency` computes it for more than one dof.
 pub fn share_tests(cx: &[usize], cy: &[usize]) -> (f64, f64, f64) {
-    let (nx, ny) = (cx.iter().sum::<usize>() as f64, cy.iter().sum::<usize>() as f64);
-    let bc: f64 = cx.iter().zip(cy).map(|(&a, &b)| ((a as f64 / nx) * (b as f64 / ny)).sqrt()).sum();
+    let (nx, ny) = (
+        cx.iter().sum::<usize>() as f64,
+        cy.iter().sum::<usize>() as f64,
+    );
+    let bc: f64 = cx
+        .iter()
+        .zip(cy)
+        .map(|(&a, &b)| ((a as f64 / nx) * (b as f64 / ny)).sqrt())
+        .sum();
     let hellinger = (1.0 - bc).max(0.0).sqrt();
     let n = nx + ny;
     let mut chi2 = 0.0;
@@ -185,6 +223,10 @@ pub fn share_tests(cx: &[usize], cy: &[usize]) -> (f64, f64, f64) {
         chi2 += (a as f64 - ea).powi(2) / ea + (b as f64 - eb).powi(2) / eb;
     }
     let dof = cols.saturating_sub(1);
-    let p = if dof == 0 { 1.0 } else { chi2_sf(chi2, dof as f64) };
+    let p = if dof == 0 {
+        1.0
+    } else {
+        chi2_sf(chi2, dof as f64)
+    };
     (hellinger, chi2, p)
 }

@@ -6,14 +6,14 @@
 //! drift whatever the dependence between the methods. Overall drift = min-p p < α **and** at least one method's
 //! own verdict is drift (so its effect floor holds too).
 
+use crate::DriftError;
 use crate::centroid::centroid_test;
 use crate::classifier::{ClassifierOptions, domain_classifier};
 use crate::cluster::{ClusterShift, cluster_shift};
 use crate::ks::ks_test;
 use crate::mmd::KernelMatrix;
-use crate::rng::{SplitMix64, subsample};
 use crate::permutation::{min_p, relabellings};
-use crate::DriftError;
+use crate::rng::{SplitMix64, subsample};
 use embedkit_core::Embeddings;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -36,7 +36,12 @@ pub enum Method {
 
 impl Method {
     /// Every method, in report order.
-    pub const ALL: [Method; 4] = [Method::Mmd, Method::Classifier, Method::Centroid, Method::Ks];
+    pub const ALL: [Method; 4] = [
+        Method::Mmd,
+        Method::Classifier,
+        Method::Centroid,
+        Method::Ks,
+    ];
 
     /// The method's name on the command line and in reports.
     pub fn name(self) -> &'static str {
@@ -61,7 +66,11 @@ impl FromStr for Method {
         Method::ALL
             .into_iter()
             .find(|m| m.name() == s.trim().to_ascii_lowercase())
-            .ok_or_else(|| DriftError::InvalidOption(format!("unknown method '{s}' (mmd, classifier, centroid, ks)")))
+            .ok_or_else(|| {
+                DriftError::InvalidOption(format!(
+                    "unknown method '{s}' (mmd, classifier, centroid, ks)"
+                ))
+            })
     }
 }
 
@@ -154,13 +163,19 @@ pub struct DriftReport {
 }
 
 /// Runs the drift test of `current` against `reference`.
-pub fn detect(reference: &Embeddings, current: &Embeddings, opts: &DriftOptions) -> Result<DriftReport, DriftError> {
+pub fn detect(
+    reference: &Embeddings,
+    current: &Embeddings,
+    opts: &DriftOptions,
+) -> Result<DriftReport, DriftError> {
     validate(reference, current, opts)?;
     let d = reference.dims();
     let mut rng = SplitMix64::stream(opts.seed, 0x5A);
     let rx = subsample(reference.rows(), opts.max_samples, &mut rng);
     let ry = subsample(current.rows(), opts.max_samples, &mut rng);
-    let gather = |e: &Embeddings, idx: &[usize]| -> Vec<f32> { idx.iter().flat_map(|&i| e.row(i).iter().copied()).collect() };
+    let gather = |e: &Embeddings, idx: &[usize]| -> Vec<f32> {
+        idx.iter().flat_map(|&i| e.row(i).iter().copied()).collect()
+    };
     let x = gather(reference, &rx);
     let y = gather(current, &ry);
     let (nx, ny) = (rx.len(), ry.len());
@@ -183,14 +198,30 @@ pub fn detect(reference: &Embeddings, current: &Embeddings, opts: &DriftOptions)
                 novel = rank(&wy, &ry, opts.novel, false);
                 emptied = rank(&wx, &rx, opts.novel, true);
                 let details = BTreeMap::from([("sigma".to_string(), km.sigma)]);
-                (MethodResult { p_value: p, statistic: km.mmd2(), drift: p < opts.alpha, details }, null)
+                (
+                    MethodResult {
+                        p_value: p,
+                        statistic: km.mmd2(),
+                        drift: p < opts.alpha,
+                        details,
+                    },
+                    null,
+                )
             }
             Method::Classifier => {
                 let r = domain_classifier(&x, nx, &y, ny, d, &opts.classifier, &perms, seed);
                 let (p, auc) = (r.auc.p_value(), r.auc.observed);
                 let drift = p < opts.alpha && auc >= opts.auc_floor;
                 let details = BTreeMap::from([("auc_floor".to_string(), opts.auc_floor)]);
-                (MethodResult { p_value: p, statistic: auc, drift, details }, r.auc)
+                (
+                    MethodResult {
+                        p_value: p,
+                        statistic: auc,
+                        drift,
+                        details,
+                    },
+                    r.auc,
+                )
             }
             Method::Centroid => {
                 let r = centroid_test(&x, nx, &y, ny, d, &perms);
@@ -199,7 +230,15 @@ pub fn detect(reference: &Embeddings, current: &Embeddings, opts: &DriftOptions)
                     ("cosine".to_string(), r.cosine.observed),
                     ("cosine_p_value".to_string(), r.cosine.p_value()),
                 ]);
-                (MethodResult { p_value: p, statistic: r.euclidean.observed, drift: p < opts.alpha, details }, r.euclidean)
+                (
+                    MethodResult {
+                        p_value: p,
+                        statistic: r.euclidean.observed,
+                        drift: p < opts.alpha,
+                        details,
+                    },
+                    r.euclidean,
+                )
             }
             Method::Ks => {
                 let r = ks_test(&x, nx, &y, ny, d, &perms);
@@ -211,7 +250,15 @@ pub fn detect(reference: &Embeddings, current: &Embeddings, opts: &DriftOptions)
                     ("dims".to_string(), d as f64),
                     ("simes_p_value".to_string(), r.simes),
                 ]);
-                (MethodResult { p_value: p, statistic: r.max_statistic, drift: p < opts.alpha, details }, r.max_d)
+                (
+                    MethodResult {
+                        p_value: p,
+                        statistic: r.max_statistic,
+                        drift: p < opts.alpha,
+                        details,
+                    },
+                    r.max_d,
+                )
             }
         };
         methods.insert(method.name().to_string(), result);
@@ -242,32 +289,67 @@ pub fn detect(reference: &Embeddings, current: &Embeddings, opts: &DriftOptions)
 
 fn rank(w: &[f64], original: &[usize], k: usize, descending: bool) -> Vec<WitnessRow> {
     let mut order: Vec<usize> = (0..w.len()).collect();
-    order.sort_by(|&a, &b| if descending { w[b].total_cmp(&w[a]) } else { w[a].total_cmp(&w[b]) });
-    order.into_iter().take(k).map(|i| WitnessRow { index: original[i], witness: w[i] }).collect()
+    order.sort_by(|&a, &b| {
+        if descending {
+            w[b].total_cmp(&w[a])
+        } else {
+            w[a].total_cmp(&w[b])
+        }
+    });
+    order
+        .into_iter()
+        .take(k)
+        .map(|i| WitnessRow {
+            index: original[i],
+            witness: w[i],
+        })
+        .collect()
 }
 
-fn validate(reference: &Embeddings, current: &Embeddings, opts: &DriftOptions) -> Result<(), DriftError> {
+fn validate(
+    reference: &Embeddings,
+    current: &Embeddings,
+    opts: &DriftOptions,
+) -> Result<(), DriftError> {
     if opts.methods.is_empty() {
         return Err(DriftError::InvalidOption("no method chosen".into()));
     }
     if !(opts.alpha > 0.0 && opts.alpha < 1.0) {
-        return Err(DriftError::InvalidOption(format!("alpha must be in (0, 1), got {}", opts.alpha)));
+        return Err(DriftError::InvalidOption(format!(
+            "alpha must be in (0, 1), got {}",
+            opts.alpha
+        )));
     }
     if opts.permutations == 0 {
-        return Err(DriftError::InvalidOption("permutations must be at least 1".into()));
+        return Err(DriftError::InvalidOption(
+            "permutations must be at least 1".into(),
+        ));
     }
     if opts.max_samples < 2 {
-        return Err(DriftError::InvalidOption("max_samples must be at least 2".into()));
+        return Err(DriftError::InvalidOption(
+            "max_samples must be at least 2".into(),
+        ));
     }
     if reference.dims() != current.dims() {
-        return Err(DriftError::DimsMismatch { reference: reference.dims(), current: current.dims() });
+        return Err(DriftError::DimsMismatch {
+            reference: reference.dims(),
+            current: current.dims(),
+        });
     }
     let need = opts.min_current.max(2);
     if current.rows() < need {
-        return Err(DriftError::TooFew { sample: "current", rows: current.rows(), need });
+        return Err(DriftError::TooFew {
+            sample: "current",
+            rows: current.rows(),
+            need,
+        });
     }
     if reference.rows() < need {
-        return Err(DriftError::TooFew { sample: "reference", rows: reference.rows(), need });
+        return Err(DriftError::TooFew {
+            sample: "reference",
+            rows: reference.rows(),
+            need,
+        });
     }
     for (sample, e) in [("reference", reference), ("current", current)] {
         if let Some(row) = (0..e.rows()).find(|&i| e.row(i).iter().any(|v| !v.is_finite())) {

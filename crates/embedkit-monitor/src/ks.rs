@@ -33,9 +33,22 @@ pub struct KsResult {
 
 /// The KS test of every dimension of `x` (`nx × d`) against `y` (`ny × d`), with the max-D statistic under the
 /// shared `relabellings` (`true` = current; may be empty).
-pub fn ks_test(x: &[f32], nx: usize, y: &[f32], ny: usize, d: usize, relabellings: &[Vec<bool>]) -> KsResult {
+pub fn ks_test(
+    x: &[f32],
+    nx: usize,
+    y: &[f32],
+    ny: usize,
+    d: usize,
+    relabellings: &[Vec<bool>],
+) -> KsResult {
     let n = nx + ny;
-    let value = |i: usize, j: usize| if i < nx { x[i * d + j] } else { y[(i - nx) * d + j] };
+    let value = |i: usize, j: usize| {
+        if i < nx {
+            x[i * d + j]
+        } else {
+            y[(i - nx) * d + j]
+        }
+    };
     let lcm = {
         let (mut a, mut b) = (nx as u64, ny as u64);
         while b != 0 {
@@ -71,7 +84,12 @@ pub fn ks_test(x: &[f32], nx: usize, y: &[f32], ny: usize, d: usize, relabelling
                     *w |= u64::from(x) << k;
                 }
             }
-            pooled.max_and_sum_64(&bits, nx, ny).into_iter().take(batch.len()).map(as_number).collect::<Vec<_>>()
+            pooled
+                .max_and_sum_64(&bits, nx, ny)
+                .into_iter()
+                .take(batch.len())
+                .map(as_number)
+                .collect::<Vec<_>>()
         })
         .collect();
     KsResult {
@@ -103,7 +121,9 @@ impl PooledOrder {
                 let mut idx: Vec<u32> = (0..n as u32).collect();
                 idx.sort_by(|&a, &b| value(a as usize, j).total_cmp(&value(b as usize, j)));
                 let ends = (0..n)
-                    .map(|p| p + 1 == n || value(idx[p] as usize, j) != value(idx[p + 1] as usize, j))
+                    .map(|p| {
+                        p + 1 == n || value(idx[p] as usize, j) != value(idx[p + 1] as usize, j)
+                    })
                     .collect();
                 (idx, ends)
             })
@@ -121,7 +141,11 @@ impl PooledOrder {
     fn max_and_sum(&self, labels: &[bool], nx: usize, ny: usize) -> (u64, u64) {
         let (w1, w2) = weights(nx, ny);
         let (mut max, mut sum) = (0u64, 0u64);
-        for (order, ends) in self.order.chunks_exact(self.n).zip(self.run_end.chunks_exact(self.n)) {
+        for (order, ends) in self
+            .order
+            .chunks_exact(self.n)
+            .zip(self.run_end.chunks_exact(self.n))
+        {
             let (mut a, mut b, mut best) = (0i64, 0i64, 0i64);
             for (&i, &end) in order.iter().zip(ends) {
                 // Label false = reference (first sample), true = current.
@@ -147,11 +171,18 @@ impl PooledOrder {
         let (w1, w2) = weights(nx, ny);
         // One byte per lane (expanded once) and i32 counters: plain loops the compiler turns into wide SIMD.
         // h ≤ n·max(w₁, w₂) ≤ 2,000 · 4,000 fits i32 at the sizes the drift test allows (≤ 2,000 a side).
-        let lanes: Vec<[u8; 64]> = bits.iter().map(|&w| std::array::from_fn(|k| ((w >> k) & 1) as u8)).collect();
+        let lanes: Vec<[u8; 64]> = bits
+            .iter()
+            .map(|&w| std::array::from_fn(|k| ((w >> k) & 1) as u8))
+            .collect();
         let (w1, w12) = (w1 as i32, (w1 + w2) as i32);
         let mut max = [0i32; 64];
         let mut sum = [0u64; 64];
-        for (order, ends) in self.order.chunks_exact(self.n).zip(self.run_end.chunks_exact(self.n)) {
+        for (order, ends) in self
+            .order
+            .chunks_exact(self.n)
+            .zip(self.run_end.chunks_exact(self.n))
+        {
             let mut b = [0i32; 64];
             let mut best = [0i32; 64];
             for (p, (&i, &end)) in order.iter().zip(ends).enumerate() {
@@ -195,7 +226,9 @@ mod tests {
         let mut rng = SplitMix64::new(9);
         let (nx, ny, d) = (30, 20, 3);
         // Rounded values make ties, which must step together in both passes.
-        let vals: Vec<f32> = (0..(nx + ny) * d).map(|_| (rng.next_f64() * 8.0).floor() as f32).collect();
+        let vals: Vec<f32> = (0..(nx + ny) * d)
+            .map(|_| (rng.next_f64() * 8.0).floor() as f32)
+            .collect();
         let value = |i: usize, j: usize| vals[i * d + j];
         let pooled = PooledOrder::new(nx + ny, d, &value);
         let mut bits = vec![0u64; nx + ny];

@@ -54,7 +54,9 @@ pub enum DriftError {
         need: usize,
     },
     /// The two samples have different dimensions (different models?).
-    #[error("the reference has {reference} dimensions and the current sample {current}: not the same model")]
+    #[error(
+        "the reference has {reference} dimensions and the current sample {current}: not the same model"
+    )]
     DimsMismatch {
         /// Reference dimensions.
         reference: usize,

@@ -37,7 +37,11 @@ impl LogisticModel {
             .map(|(s, &mu)| {
                 let var = s / m as f64 - (mu as f64) * (mu as f64);
                 // A constant feature carries nothing; 1 keeps it at zero instead of dividing by zero.
-                if var > 1e-20 { (1.0 / var.sqrt()) as f32 } else { 1.0 }
+                if var > 1e-20 {
+                    (1.0 / var.sqrt()) as f32
+                } else {
+                    1.0
+                }
             })
             .collect();
         let mut xs = vec![0.0f32; m * d];
@@ -48,14 +52,19 @@ impl LogisticModel {
         }
         let y: Vec<f64> = labels.iter().map(|&l| if l { 1.0 } else { 0.0 }).collect();
         let theta = lbfgs(&xs, &y, d, l2, max_iter);
-        Self { mean, inv_std, coef: theta[..d].to_vec(), intercept: theta[d] }
+        Self {
+            mean,
+            inv_std,
+            coef: theta[..d].to_vec(),
+            intercept: theta[d],
+        }
     }
 
     /// The decision score (log-odds of the positive class) of `v`.
     pub fn decision(&self, v: &[f32]) -> f64 {
         let mut s = self.intercept;
-        for j in 0..v.len() {
-            s += ((v[j] - self.mean[j]) * self.inv_std[j]) as f64 * self.coef[j];
+        for (((&x, &mu), &inv), &w) in v.iter().zip(&self.mean).zip(&self.inv_std).zip(&self.coef) {
+            s += ((x - mu) * inv) as f64 * w;
         }
         s
     }
@@ -75,7 +84,11 @@ fn loss_grad(xs: &[f32], y: &[f64], d: usize, l2: f64, theta: &[f64], grad: &mut
         let xr = &xs[r * d..(r + 1) * d];
         let z = kern.dot(xr, &w32) as f64 + b;
         // log(1 + e^z) − y·z, written to stay finite for large |z|.
-        loss += if z > 0.0 { z + (-z).exp().ln_1p() } else { z.exp().ln_1p() } - y[r] * z;
+        loss += if z > 0.0 {
+            z + (-z).exp().ln_1p()
+        } else {
+            z.exp().ln_1p()
+        } - y[r] * z;
         let p = 1.0 / (1.0 + (-z).exp());
         let resid = (p - y[r]) as f32;
         for (g, &v) in gw.iter_mut().zip(xr) {
@@ -138,7 +151,11 @@ fn lbfgs(xs: &[f32], y: &[f64], d: usize, l2: f64, max_iter: usize) -> Vec<f64> 
         let mut next;
         let mut f_new;
         loop {
-            next = theta.iter().zip(&dir).map(|(t, dv)| t + step * dv).collect::<Vec<_>>();
+            next = theta
+                .iter()
+                .zip(&dir)
+                .map(|(t, dv)| t + step * dv)
+                .collect::<Vec<_>>();
             f_new = loss_grad(xs, y, d, l2, &next, &mut new_grad);
             if f_new <= f + 1e-4 * step * slope || step < 1e-10 {
                 break;
@@ -165,4 +182,3 @@ fn lbfgs(xs: &[f32], y: &[f64], d: usize, l2: f64, max_iter: usize) -> Vec<f64> 
     }
     theta
 }
-

@@ -28,11 +28,13 @@ pub fn pairwise_sq_distances(z: &[f32], n: usize, d: usize) -> Vec<f32> {
     let mut g = vec![0.0f32; n * n];
     // Blocks of 64 rows against all rows: `dot_many` tiles them in registers; rayon spreads the blocks.
     const BLOCK: usize = 64;
-    g.par_chunks_mut(BLOCK * n).enumerate().for_each(|(b, out)| {
-        let rows = out.len() / n;
-        let q = &z[b * BLOCK * d..(b * BLOCK + rows) * d];
-        kern.dot_many(q, z, d, out);
-    });
+    g.par_chunks_mut(BLOCK * n)
+        .enumerate()
+        .for_each(|(b, out)| {
+            let rows = out.len() / n;
+            let q = &z[b * BLOCK * d..(b * BLOCK + rows) * d];
+            kern.dot_many(q, z, d, out);
+        });
     let norms: Vec<f32> = (0..n).map(|i| g[i * n + i]).collect();
     g.par_chunks_mut(n).enumerate().for_each(|(i, row)| {
         for (j, v) in row.iter_mut().enumerate() {
@@ -71,17 +73,31 @@ impl KernelMatrix {
         drop(z);
         let sigma = sigma.unwrap_or_else(|| median_sigma(&k, n));
         // σ = 0 only when over half the pairs are identical vectors; any positive bandwidth then tells them apart.
-        let gamma = if sigma > 0.0 { 1.0 / (2.0 * sigma * sigma) } else { 1.0 };
+        let gamma = if sigma > 0.0 {
+            1.0 / (2.0 * sigma * sigma)
+        } else {
+            1.0
+        };
         k.par_chunks_mut(n).enumerate().for_each(|(i, row)| {
             for (j, v) in row.iter_mut().enumerate() {
-                *v = if i == j { 0.0 } else { (-(*v as f64) * gamma).exp() as f32 };
+                *v = if i == j {
+                    0.0
+                } else {
+                    (-(*v as f64) * gamma).exp() as f32
+                };
             }
         });
         let row_sums = k
             .par_chunks(n)
             .map(|row| row.iter().map(|&v| v as f64).sum())
             .collect();
-        Self { nx, ny, k, row_sums, sigma }
+        Self {
+            nx,
+            ny,
+            k,
+            row_sums,
+            sigma,
+        }
     }
 
     fn n(&self) -> usize {
@@ -128,9 +144,16 @@ impl KernelMatrix {
         let small_is_x = self.nx <= self.ny;
         // The smaller sample's label: false = reference (x), true = current (y).
         let small_label = !small_is_x;
-        let group = |labels: &[bool]| -> Vec<usize> { (0..labels.len()).filter(|&i| labels[i] == small_label).collect() };
+        let group = |labels: &[bool]| -> Vec<usize> {
+            (0..labels.len())
+                .filter(|&i| labels[i] == small_label)
+                .collect()
+        };
         let observed = self.stat_for_group(&group(&observed_labels(self.nx, self.ny)), small_is_x);
-        let permuted = relabellings.par_iter().map(|l| self.stat_for_group(&group(l), small_is_x)).collect();
+        let permuted = relabellings
+            .par_iter()
+            .map(|l| self.stat_for_group(&group(l), small_is_x))
+            .collect();
         NullDistribution { observed, permuted }
     }
 
@@ -199,7 +222,10 @@ mod tests {
         let km = KernelMatrix::new(&x, 12, &y, 7, d, None);
         let direct = km.mmd2();
         let via_group = km.stat_for_group(&(12..19).collect::<Vec<_>>(), false);
-        assert!((direct - via_group).abs() < 1e-6 * direct.abs().max(1e-3), "{direct} vs {via_group}");
+        assert!(
+            (direct - via_group).abs() < 1e-6 * direct.abs().max(1e-3),
+            "{direct} vs {via_group}"
+        );
         let km2 = KernelMatrix::new(&y, 7, &x, 12, d, None);
         let via_x = km2.stat_for_group(&(0..7).collect::<Vec<_>>(), true);
         assert!((km2.mmd2() - via_x).abs() < 1e-6 * via_x.abs().max(1e-3));

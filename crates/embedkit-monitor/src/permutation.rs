@@ -41,7 +41,11 @@ pub struct NullDistribution {
 impl NullDistribution {
     /// `(1 + #{permuted ≥ observed}) / (B + 1)`.
     pub fn p_value(&self) -> f64 {
-        let exceed = self.permuted.iter().filter(|&&t| t >= self.observed).count();
+        let exceed = self
+            .permuted
+            .iter()
+            .filter(|&&t| t >= self.observed)
+            .count();
         (1.0 + exceed as f64) / (self.permuted.len() as f64 + 1.0)
     }
 
@@ -70,7 +74,9 @@ pub fn min_p(nulls: &[&NullDistribution]) -> f64 {
     }
     let rows: Vec<Vec<f64>> = nulls.iter().map(|n| n.row_p_values()).collect();
     let b = rows[0].len();
-    let minp: Vec<f64> = (0..b).map(|r| rows.iter().map(|p| p[r]).fold(1.0, f64::min)).collect();
+    let minp: Vec<f64> = (0..b)
+        .map(|r| rows.iter().map(|p| p[r]).fold(1.0, f64::min))
+        .collect();
     let observed = minp[0];
     minp.iter().filter(|&&m| m <= observed).count() as f64 / b as f64
 }
@@ -81,14 +87,20 @@ mod tests {
 
     #[test]
     fn one_method_min_p_equals_its_own_p_value() {
-        let n = NullDistribution { observed: 3.0, permuted: vec![1.0, 5.0, 3.0, 2.0] };
+        let n = NullDistribution {
+            observed: 3.0,
+            permuted: vec![1.0, 5.0, 3.0, 2.0],
+        };
         assert_eq!(n.p_value(), 3.0 / 5.0);
         assert_eq!(min_p(&[&n]), 3.0 / 5.0);
     }
 
     #[test]
     fn identical_methods_combine_to_the_same_p_value() {
-        let n = NullDistribution { observed: 4.0, permuted: vec![1.0, 5.0, 3.0, 2.0, 0.5, 7.0] };
+        let n = NullDistribution {
+            observed: 4.0,
+            permuted: vec![1.0, 5.0, 3.0, 2.0, 0.5, 7.0],
+        };
         assert_eq!(min_p(&[&n, &n.clone()]), n.p_value());
     }
 }

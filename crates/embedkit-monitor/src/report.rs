@@ -11,7 +11,10 @@ use std::path::Path;
 /// caller's JSON result (with texts), `report` the numbers.
 pub fn write_report(dir: &Path, json: &Value, report: &DriftReport) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    write_atomic(&dir.join("results.json"), &serde_json::to_string_pretty(json).unwrap_or_default())?;
+    write_atomic(
+        &dir.join("results.json"),
+        &serde_json::to_string_pretty(json).unwrap_or_default(),
+    )?;
     write_atomic(&dir.join("report.md"), &markdown(json, report))?;
     write_atomic(&dir.join("pvalues.svg"), &pvalue_svg(report))?;
     write_atomic(&dir.join("clusters.svg"), &cluster_svg(json))?;
@@ -38,9 +41,18 @@ fn markdown(json: &Value, r: &DriftReport) -> String {
         r.sampled.0,
         r.sampled.1
     );
-    let _ = writeln!(s, "| method | p-value | statistic | drift |\n| --- | --- | --- | --- |");
+    let _ = writeln!(
+        s,
+        "| method | p-value | statistic | drift |\n| --- | --- | --- | --- |"
+    );
     for (name, m) in &r.methods {
-        let _ = writeln!(s, "| {name} | {:.4} | {:.5} | {} |", m.p_value, m.statistic, if m.drift { "yes" } else { "no" });
+        let _ = writeln!(
+            s,
+            "| {name} | {:.4} | {:.5} | {} |",
+            m.p_value,
+            m.statistic,
+            if m.drift { "yes" } else { "no" }
+        );
     }
     let _ = writeln!(s, "\n![p-values](pvalues.svg)\n");
     if let Some(c) = &r.clusters {
@@ -49,7 +61,10 @@ fn markdown(json: &Value, r: &DriftReport) -> String {
             "## Reference clusters\n\nHellinger distance {:.3}; χ² {:.1}, p = {:.4}.\n\n![cluster shares](clusters.svg)\n",
             c.hellinger, c.chi2, c.chi2_p_value
         );
-        let _ = writeln!(s, "| cluster | reference share | current share | central texts |\n| --- | --- | --- | --- |");
+        let _ = writeln!(
+            s,
+            "| cluster | reference share | current share | central texts |\n| --- | --- | --- | --- |"
+        );
         for cl in json["clusters"].as_array().into_iter().flatten() {
             let names: Vec<String> = cl["names"]
                 .as_array()
@@ -68,15 +83,30 @@ fn markdown(json: &Value, r: &DriftReport) -> String {
             );
         }
     }
-    for (key, title) in [("novel", "Current rows the reference explains worst"), ("emptied", "Reference rows the current sample covers least")] {
+    for (key, title) in [
+        ("novel", "Current rows the reference explains worst"),
+        ("emptied", "Reference rows the current sample covers least"),
+    ] {
         let rows = json[key].as_array().cloned().unwrap_or_default();
         if rows.is_empty() {
             continue;
         }
-        let _ = writeln!(s, "\n## {title}\n\n| row | witness | text |\n| --- | --- | --- |");
+        let _ = writeln!(
+            s,
+            "\n## {title}\n\n| row | witness | text |\n| --- | --- | --- |"
+        );
         for w in rows {
-            let text = w["text"].as_str().map(|t| t.chars().take(100).collect::<String>().replace('|', "/")).unwrap_or_default();
-            let _ = writeln!(s, "| {} | {:+.5} | {} |", w["index"], w["witness"].as_f64().unwrap_or(0.0), text);
+            let text = w["text"]
+                .as_str()
+                .map(|t| t.chars().take(100).collect::<String>().replace('|', "/"))
+                .unwrap_or_default();
+            let _ = writeln!(
+                s,
+                "| {} | {:+.5} | {} |",
+                w["index"],
+                w["witness"].as_f64().unwrap_or(0.0),
+                text
+            );
         }
     }
     s
@@ -86,18 +116,35 @@ fn markdown(json: &Value, r: &DriftReport) -> String {
 fn pvalue_svg(r: &DriftReport) -> String {
     let (w, row_h, left) = (520.0, 28.0, 110.0);
     let h = 40.0 + row_h * r.methods.len() as f64;
-    let max = r.methods.values().map(|m| -m.p_value.log10()).fold(-r.alpha.log10() * 1.5, f64::max);
+    let max = r
+        .methods
+        .values()
+        .map(|m| -m.p_value.log10())
+        .fold(-r.alpha.log10() * 1.5, f64::max);
     let x = |v: f64| left + (w - left - 20.0) * v / max;
-    let mut s = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n");
-    let _ = writeln!(s, "<text x=\"{left}\" y=\"14\">−log10(p) per method; line: α = {}</text>", r.alpha);
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n"
+    );
+    let _ = writeln!(
+        s,
+        "<text x=\"{left}\" y=\"14\">−log10(p) per method; line: α = {}</text>",
+        r.alpha
+    );
     for (i, (name, m)) in r.methods.iter().enumerate() {
         let y = 24.0 + row_h * i as f64;
         let colour = if m.drift { "#c0392b" } else { "#7f8c8d" };
         let _ = writeln!(s, "<text x=\"4\" y=\"{}\">{name}</text>", y + 16.0);
-        let _ = writeln!(s, "<rect x=\"{left}\" y=\"{y}\" width=\"{:.1}\" height=\"20\" fill=\"{colour}\"/>", x(-m.p_value.log10()) - left);
+        let _ = writeln!(
+            s,
+            "<rect x=\"{left}\" y=\"{y}\" width=\"{:.1}\" height=\"20\" fill=\"{colour}\"/>",
+            x(-m.p_value.log10()) - left
+        );
     }
     let xa = x(-r.alpha.log10());
-    let _ = writeln!(s, "<line x1=\"{xa:.1}\" y1=\"20\" x2=\"{xa:.1}\" y2=\"{h}\" stroke=\"black\" stroke-dasharray=\"4 3\"/>\n</svg>");
+    let _ = writeln!(
+        s,
+        "<line x1=\"{xa:.1}\" y1=\"20\" x2=\"{xa:.1}\" y2=\"{h}\" stroke=\"black\" stroke-dasharray=\"4 3\"/>\n</svg>"
+    );
     s
 }
 
@@ -107,18 +154,42 @@ fn cluster_svg(json: &Value) -> String {
     let (w, h, bottom) = (40.0 + 36.0 * clusters.len().max(1) as f64, 240.0, 210.0);
     let max = clusters
         .iter()
-        .flat_map(|c| [c["reference_share"].as_f64().unwrap_or(0.0), c["current_share"].as_f64().unwrap_or(0.0)])
+        .flat_map(|c| {
+            [
+                c["reference_share"].as_f64().unwrap_or(0.0),
+                c["current_share"].as_f64().unwrap_or(0.0),
+            ]
+        })
         .fold(0.01, f64::max);
-    let mut s = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"11\">\n");
-    let _ = writeln!(s, "<text x=\"4\" y=\"14\">cluster shares: reference (grey), current (blue)</text>");
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"11\">\n"
+    );
+    let _ = writeln!(
+        s,
+        "<text x=\"4\" y=\"14\">cluster shares: reference (grey), current (blue)</text>"
+    );
     for (i, c) in clusters.iter().enumerate() {
         let x0 = 20.0 + 36.0 * i as f64;
-        for (k, (key, colour)) in [("reference_share", "#95a5a6"), ("current_share", "#2e86c1")].iter().enumerate() {
+        for (k, (key, colour)) in [("reference_share", "#95a5a6"), ("current_share", "#2e86c1")]
+            .iter()
+            .enumerate()
+        {
             let v = c[*key].as_f64().unwrap_or(0.0);
             let bh = (bottom - 30.0) * v / max;
-            let _ = writeln!(s, "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"14\" height=\"{bh:.1}\" fill=\"{colour}\"/>", x0 + 15.0 * k as f64, bottom - bh);
+            let _ = writeln!(
+                s,
+                "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"14\" height=\"{bh:.1}\" fill=\"{colour}\"/>",
+                x0 + 15.0 * k as f64,
+                bottom - bh
+            );
         }
-        let _ = writeln!(s, "<text x=\"{:.1}\" y=\"{}\">{}</text>", x0 + 6.0, bottom + 14.0, c["id"]);
+        let _ = writeln!(
+            s,
+            "<text x=\"{:.1}\" y=\"{}\">{}</text>",
+            x0 + 6.0,
+            bottom + 14.0,
+            c["id"]
+        );
     }
     s.push_str("</svg>\n");
     s

@@ -82,7 +82,10 @@ mod tests {
         assert_eq!(a, b);
         assert_ne!(a, c);
         assert!(a.windows(2).all(|w| w[0] < w[1]));
-        assert_eq!(subsample(5, 10, &mut SplitMix64::new(1)), vec![0, 1, 2, 3, 4]);
+        assert_eq!(
+            subsample(5, 10, &mut SplitMix64::new(1)),
+            vec![0, 1, 2, 3, 4]
+        );
     }
 
     #[test]
@@ -93,6 +96,9 @@ mod tests {
             counts[g.below(10)] += 1;
         }
         // 10,000 expected each; 5 standard deviations is ±475.
-        assert!(counts.iter().all(|&c| (9_525..=10_475).contains(&c)), "{counts:?}");
+        assert!(
+            counts.iter().all(|&c| (9_525..=10_475).contains(&c)),
+            "{counts:?}"
+        );
     }
 }

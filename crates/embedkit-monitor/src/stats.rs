@@ -160,7 +160,11 @@ pub fn ks_pvalue_exact(n1: usize, n2: usize, h: u64) -> f64 {
         return prob_outside_square(n1 as u64, h);
     }
     let g = gcd(n1 as u64, n2 as u64);
-    let (m, n) = if n1 >= n2 { (n1 as u64, n2 as u64) } else { (n2 as u64, n1 as u64) };
+    let (m, n) = if n1 >= n2 {
+        (n1 as u64, n2 as u64)
+    } else {
+        (n2 as u64, n1 as u64)
+    };
     outer_prob_inside(m, n, g, h)
 }
 
@@ -278,7 +282,10 @@ mod tests {
         let p = [0.01, 0.04, 0.03, 0.5];
         let adj = bh_adjust(&p);
         // sorted 0.01,0.03,0.04,0.5 → 0.04, 0.04(0.0533→min with 0.0533)...: p·4/rank then cumulative min.
-        assert_eq!(adj, vec![0.04, 0.05333333333333334, 0.05333333333333334, 0.5]);
+        assert_eq!(
+            adj,
+            vec![0.04, 0.05333333333333334, 0.05333333333333334, 0.5]
+        );
         assert_eq!(simes(&p), 0.04);
     }
 

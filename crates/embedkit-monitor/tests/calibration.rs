@@ -14,14 +14,26 @@ use embedkit_monitor::stats::ks_uniform;
 #[test]
 fn no_drift_trials_reject_at_the_nominal_rate() {
     let c = corpus();
-    let reports: Vec<_> = (0..200).map(|t| run(&c, &null_trial(&c, t, 1000, 500), t)).collect();
+    let reports: Vec<_> = (0..200)
+        .map(|t| run(&c, &null_trial(&c, t, 1000, 500), t))
+        .collect();
     let tally = tally(&reports);
-    assert_eq!(tally.rejections.len(), 5, "four methods and the overall verdict");
+    assert_eq!(
+        tally.rejections.len(),
+        5,
+        "four methods and the overall verdict"
+    );
     for ((name, k), (_, p)) in tally.rejections.iter().zip(&tally.p_values) {
         let (d, p_uniform) = ks_uniform(p);
         eprintln!("{name}: {k}/200 rejections, p-values vs uniform D {d:.3} p {p_uniform:.3}");
-        assert!((3..=17).contains(k), "{name}: {k} rejections in 200 no-drift trials");
-        assert!(p_uniform > 0.01, "{name}: p-values not uniform (KS D {d:.3}, p {p_uniform:.4})");
+        assert!(
+            (3..=17).contains(k),
+            "{name}: {k} rejections in 200 no-drift trials"
+        );
+        assert!(
+            p_uniform > 0.01,
+            "{name}: p-values not uniform (KS D {d:.3}, p {p_uniform:.4})"
+        );
     }
 }
 
@@ -29,12 +41,25 @@ fn no_drift_trials_reject_at_the_nominal_rate() {
 #[test]
 fn novel_topics_are_found() {
     let c = corpus();
-    let reports: Vec<_> = (0..100).map(|t| run(&c, &novel_trial(&c, t, 1000, 500, 4, 0.2), t)).collect();
+    let reports: Vec<_> = (0..100)
+        .map(|t| run(&c, &novel_trial(&c, t, 1000, 500, 4, 0.2), t))
+        .collect();
     let tally = tally(&reports);
-    let power = |name: &str| tally.rejections.iter().find(|(n, _)| n == name).map(|(_, k)| *k).unwrap_or(0);
+    let power = |name: &str| {
+        tally
+            .rejections
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, k)| *k)
+            .unwrap_or(0)
+    };
     for (name, k) in &tally.rejections {
         eprintln!("{name}: power {k}/100");
     }
     assert!(power("mmd") >= 95, "MMD power {}/100", power("mmd"));
-    assert!(power("classifier") >= 90, "classifier power {}/100", power("classifier"));
+    assert!(
+        power("classifier") >= 90,
+        "classifier power {}/100",
+        power("classifier")
+    );
 }

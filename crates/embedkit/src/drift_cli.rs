@@ -41,9 +41,9 @@ enum DriftCommand {
 #[derive(Subcommand)]
 enum CanaryCommand {
     /// Embed the canary texts and record texts, vectors and options in a JSON file.
-    Record(CanaryArgs),
+    Record(Box<CanaryArgs>),
     /// Re-embed the recorded texts and compare: exit 0 when equal, 3 when the embedding function changed.
-    Check(CanaryArgs),
+    Check(Box<CanaryArgs>),
 }
 
 #[derive(Args)]
@@ -99,7 +99,11 @@ struct TestArgs {
     #[arg(long, short, value_name = "FILE", required = true)]
     current: Option<PathBuf>,
     /// Tests to run, comma-separated: mmd, classifier, centroid, ks.
-    #[arg(long, value_delimiter = ',', default_value = "mmd,classifier,centroid,ks")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "mmd,classifier,centroid,ks"
+    )]
     method: Vec<String>,
     /// Significance level.
     #[arg(long, default_value_t = 0.05)]
@@ -139,8 +143,12 @@ struct TestArgs {
 /// Runs `embedkit drift …`; exits with status 3 itself when drift is found or a canary changed.
 pub fn run_drift(args: DriftArgs, quiet: bool) -> Result<()> {
     let changed = match args.command {
-        Some(DriftCommand::Canary { command: CanaryCommand::Record(a) }) => record_canary(&a, quiet).map(|()| false)?,
-        Some(DriftCommand::Canary { command: CanaryCommand::Check(a) }) => check_canary(&a, quiet)?,
+        Some(DriftCommand::Canary {
+            command: CanaryCommand::Record(a),
+        }) => record_canary(&a, quiet).map(|()| false)?,
+        Some(DriftCommand::Canary {
+            command: CanaryCommand::Check(a),
+        }) => check_canary(&a, quiet)?,
         Some(DriftCommand::Profile(a)) => write_profile(&a).map(|()| false)?,
         None => run_test(&args.test, quiet)?,
     };
@@ -158,39 +166,67 @@ struct Sample {
 }
 
 fn is_npy(path: &Path) -> bool {
-    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"))
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("npy"))
 }
 
 fn read_npy(path: &Path) -> Result<Embeddings> {
     let arr = embedkit_vectors::npy::read_npy(path)?;
     let (rows, dims) = match arr.shape[..] {
         [rows, dims] => (rows, dims),
-        _ => bail!("{}: expected a 2-D (vectors, dims) array, found shape {:?}", path.display(), arr.shape),
+        _ => bail!(
+            "{}: expected a 2-D (vectors, dims) array, found shape {:?}",
+            path.display(),
+            arr.shape
+        ),
     };
-    let values = arr.to_f32_values().with_context(|| format!("{}", path.display()))?;
+    let values = arr
+        .to_f32_values()
+        .with_context(|| format!("{}", path.display()))?;
     Ok(Embeddings::new(values, rows, dims)?)
 }
 
-fn load_sample(path: &Path, field: &str, model: &mut Option<std::sync::Arc<dyn Embedder>>, a: &TestArgs, quiet: bool) -> Result<Sample> {
+fn load_sample(
+    path: &Path,
+    field: &str,
+    model: &mut Option<std::sync::Arc<dyn Embedder>>,
+    a: &TestArgs,
+    quiet: bool,
+) -> Result<Sample> {
     if is_npy(path) {
-        return Ok(Sample { vectors: read_npy(path)?, texts: None });
+        return Ok(Sample {
+            vectors: read_npy(path)?,
+            texts: None,
+        });
     }
     let texts = input::read_texts(&path.to_string_lossy(), None, field)?;
     if model.is_none() {
         let m = load_embedder(&a.model, quiet)?;
-        *model = Some(cache_cli::with_cache(m, a.cache.open(&source_config(quiet).home)?));
+        *model = Some(cache_cli::with_cache(
+            m,
+            a.cache.open(&source_config(quiet).home)?,
+        ));
     }
     let m = model.as_ref().context("model")?;
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let vectors = m.embed(&refs, &a.encode.options()).with_context(|| format!("embedding {}", path.display()))?;
-    Ok(Sample { vectors, texts: Some(texts) })
+    let vectors = m
+        .embed(&refs, &a.encode.options())
+        .with_context(|| format!("embedding {}", path.display()))?;
+    Ok(Sample {
+        vectors,
+        texts: Some(texts),
+    })
 }
 
 fn run_test(a: &TestArgs, quiet: bool) -> Result<bool> {
     let (Some(ref_path), Some(cur_path)) = (&a.reference, &a.current) else {
         bail!("give --reference and --current (or a subcommand: canary, profile)");
     };
-    let methods = a.method.iter().map(|m| m.parse::<Method>()).collect::<Result<Vec<_>, _>>()?;
+    let methods = a
+        .method
+        .iter()
+        .map(|m| m.parse::<Method>())
+        .collect::<Result<Vec<_>, _>>()?;
     let mut model = None;
     let reference = load_sample(ref_path, &a.field, &mut model, a, quiet)?;
     let current = load_sample(cur_path, &a.field, &mut model, a, quiet)?;
@@ -241,7 +277,9 @@ fn report_json(r: &DriftReport, reference: &Sample, current: &Sample) -> serde_j
             .collect()
     });
     let rows = |v: &[embedkit_monitor::WitnessRow], s: &Sample| -> Vec<serde_json::Value> {
-        v.iter().map(|w| json!({"index": w.index, "witness": w.witness, "text": text_of(s, w.index)})).collect()
+        v.iter()
+            .map(|w| json!({"index": w.index, "witness": w.witness, "text": text_of(s, w.index)}))
+            .collect()
     };
     json!({
         "drift": r.drift,
@@ -269,16 +307,31 @@ fn print_summary(r: &DriftReport, json: &serde_json::Value) {
         r.sampled.1
     );
     for (name, m) in &r.methods {
-        println!("  {name:<11} p = {:<8.4} statistic = {:<10.5} {}", m.p_value, m.statistic, if m.drift { "drift" } else { "" });
+        println!(
+            "  {name:<11} p = {:<8.4} statistic = {:<10.5} {}",
+            m.p_value,
+            m.statistic,
+            if m.drift { "drift" } else { "" }
+        );
     }
     if let Some(c) = &r.clusters {
-        println!("  clusters: Hellinger {:.3}, χ² {:.1} (p = {:.4})", c.hellinger, c.chi2, c.chi2_p_value);
+        println!(
+            "  clusters: Hellinger {:.3}, χ² {:.1} (p = {:.4})",
+            c.hellinger, c.chi2, c.chi2_p_value
+        );
     }
     if let Some(novel) = json["novel"].as_array().filter(|v| !v.is_empty()) {
         println!("  most novel current rows:");
         for n in novel.iter().take(5) {
-            let text = n["text"].as_str().map(|t| t.chars().take(80).collect::<String>()).unwrap_or_default();
-            println!("    #{:<6} witness {:+.4}  {text}", n["index"], n["witness"].as_f64().unwrap_or(0.0));
+            let text = n["text"]
+                .as_str()
+                .map(|t| t.chars().take(80).collect::<String>())
+                .unwrap_or_default();
+            println!(
+                "    #{:<6} witness {:+.4}  {text}",
+                n["index"],
+                n["witness"].as_f64().unwrap_or(0.0)
+            );
         }
     }
 }
@@ -287,7 +340,10 @@ fn print_summary(r: &DriftReport, json: &serde_json::Value) {
 fn canary_options(a: &CanaryArgs) -> BTreeMap<String, String> {
     let o: EncodeOptions = a.encode.options();
     let mut m = BTreeMap::new();
-    m.insert("compute".into(), format!("{:?}", a.model.compute).to_lowercase());
+    m.insert(
+        "compute".into(),
+        format!("{:?}", a.model.compute).to_lowercase(),
+    );
     let mut put = |k: &str, v: Option<String>| {
         if let Some(v) = v {
             m.insert(k.to_string(), v);
@@ -318,12 +374,24 @@ fn record_canary(a: &CanaryArgs, quiet: bool) -> Result<()> {
         bail!("{texts_path}: no canary texts");
     }
     let vectors = embed_texts(a, &texts, quiet)?;
-    let canary = Canary { version: 1, model: a.model.model.clone(), options: canary_options(a), texts, vectors };
+    let canary = Canary {
+        version: 1,
+        model: a.model.model.clone(),
+        options: canary_options(a),
+        texts,
+        vectors,
+    };
     let tmp = output.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_string(&canary)?).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::write(&tmp, serde_json::to_string(&canary)?)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, output).with_context(|| format!("cannot write {}", output.display()))?;
     if !quiet {
-        eprintln!("recorded {} canary texts of {} to {}", canary.texts.len(), canary.model, output.display());
+        eprintln!(
+            "recorded {} canary texts of {} to {}",
+            canary.texts.len(),
+            canary.model,
+            output.display()
+        );
     }
     Ok(())
 }
@@ -338,7 +406,12 @@ fn check_canary(a: &CanaryArgs, quiet: bool) -> Result<bool> {
     if a.json {
         println!("{}", serde_json::to_string_pretty(&result)?);
     } else if result.changed {
-        println!("CHANGED: {} (recorded with {} {:?})", result.reasons.join("; "), canary.model, canary.options);
+        println!(
+            "CHANGED: {} (recorded with {} {:?})",
+            result.reasons.join("; "),
+            canary.model,
+            canary.options
+        );
     } else {
         println!(
             "equal: {} texts, minimum cosine {:.6}, largest norm change {:.2e}",
@@ -360,10 +433,14 @@ fn write_profile(a: &ProfileArgs) -> Result<()> {
     let d = e.dims();
     let sample: Vec<f32> = idx.iter().flat_map(|&i| e.row(i).iter().copied()).collect();
     let (centres, _) = kmeans(&sample, idx.len(), d, a.clusters, a.seed, 100);
-    std::fs::create_dir_all(&a.output).with_context(|| format!("cannot create {}", a.output.display()))?;
+    std::fs::create_dir_all(&a.output)
+        .with_context(|| format!("cannot create {}", a.output.display()))?;
     let write = |name: &str, data: &[f32], rows: usize| -> Result<()> {
         let path = a.output.join(name);
-        let mut f = std::io::BufWriter::new(std::fs::File::create(&path).with_context(|| format!("cannot write {}", path.display()))?);
+        let mut f = std::io::BufWriter::new(
+            std::fs::File::create(&path)
+                .with_context(|| format!("cannot write {}", path.display()))?,
+        );
         embedkit_vectors::npy::write_npy(&mut f, "<f4", &[rows, d], &le_bytes(data))?;
         f.flush()?;
         Ok(())
@@ -372,7 +449,10 @@ fn write_profile(a: &ProfileArgs) -> Result<()> {
     write("centres.npy", &centres, centres.len() / d)?;
     let meta = serde_json::json!({"version": 1, "source": a.input.display().to_string(), "rows": e.rows(),
         "sampled": idx.len(), "dims": d, "clusters": centres.len() / d, "seed": a.seed});
-    std::fs::write(a.output.join("profile.json"), serde_json::to_string_pretty(&meta)?)?;
+    std::fs::write(
+        a.output.join("profile.json"),
+        serde_json::to_string_pretty(&meta)?,
+    )?;
     println!("{}", a.output.display());
     Ok(())
 }

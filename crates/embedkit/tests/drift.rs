@@ -11,7 +11,10 @@ fn corpus_dir() -> PathBuf {
 }
 
 fn embedkit(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_embedkit")).args(args).output().expect("embedkit runs")
+    Command::new(env!("CARGO_BIN_EXE_embedkit"))
+        .args(args)
+        .output()
+        .expect("embedkit runs")
 }
 
 fn text(b: &[u8]) -> String {
@@ -26,18 +29,35 @@ struct Corpus {
 }
 
 fn corpus() -> Corpus {
-    let arr = embedkit_vectors::npy::read_npy(&corpus_dir().join("vectors.f16.npy")).expect("vectors");
-    let read = |f: &str| std::fs::read_to_string(corpus_dir().join(f)).expect(f).lines().map(str::to_string).collect::<Vec<_>>();
-    Corpus { dims: arr.shape[1], vectors: arr.to_f32_values().expect("f16"), sections: read("sections.txt"), texts: read("texts.txt") }
+    let arr =
+        embedkit_vectors::npy::read_npy(&corpus_dir().join("vectors.f16.npy")).expect("vectors");
+    let read = |f: &str| {
+        std::fs::read_to_string(corpus_dir().join(f))
+            .expect(f)
+            .lines()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    Corpus {
+        dims: arr.shape[1],
+        vectors: arr.to_f32_values().expect("f16"),
+        sections: read("sections.txt"),
+        texts: read("texts.txt"),
+    }
 }
 
 fn write_rows(c: &Corpus, rows: &[usize], path: &Path) {
     let data: Vec<u8> = rows
         .iter()
-        .flat_map(|&i| c.vectors[i * c.dims..(i + 1) * c.dims].iter().flat_map(|v| v.to_le_bytes()))
+        .flat_map(|&i| {
+            c.vectors[i * c.dims..(i + 1) * c.dims]
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+        })
         .collect();
     let mut f = std::fs::File::create(path).expect("create npy");
-    embedkit_vectors::npy::write_npy(&mut f, "<f4", &[rows.len(), c.dims], &data).expect("write npy");
+    embedkit_vectors::npy::write_npy(&mut f, "<f4", &[rows.len(), c.dims], &data)
+        .expect("write npy");
 }
 
 /// Rows of the given sections, and rows of all the others, in corpus order (the corpus is shuffled).
@@ -50,14 +70,26 @@ fn drift_exits_3_with_json_naming_the_novel_rows_and_0_without() {
     let c = corpus();
     let dir = tempfile::tempdir().unwrap();
     let (seen, new) = split(&c, &["games", "fonts", "haskell", "mail"]);
-    let (r, cur, same) = (dir.path().join("ref.npy"), dir.path().join("cur.npy"), dir.path().join("same.npy"));
+    let (r, cur, same) = (
+        dir.path().join("ref.npy"),
+        dir.path().join("cur.npy"),
+        dir.path().join("same.npy"),
+    );
     write_rows(&c, &seen[..1000], &r);
     let mut current: Vec<usize> = seen[1000..1400].to_vec();
     current.extend_from_slice(&new[..100]);
     write_rows(&c, &current, &cur);
     write_rows(&c, &seen[1400..1900], &same);
 
-    let o = embedkit(&["drift", "-q", "--reference", r.to_str().unwrap(), "--current", cur.to_str().unwrap(), "--json"]);
+    let o = embedkit(&[
+        "drift",
+        "-q",
+        "--reference",
+        r.to_str().unwrap(),
+        "--current",
+        cur.to_str().unwrap(),
+        "--json",
+    ]);
     assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON on stdout");
     assert_eq!(j["drift"], true);
@@ -68,13 +100,40 @@ fn drift_exits_3_with_json_naming_the_novel_rows_and_0_without() {
     }
     assert_eq!(j["clusters"].as_array().map(Vec::len), Some(16));
     // The witness ranking must put rows of the novel sections (current rows 400..500) first.
-    let novel: Vec<u64> = j["novel"].as_array().unwrap().iter().map(|n| n["index"].as_u64().unwrap()).collect();
+    let novel: Vec<u64> = j["novel"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["index"].as_u64().unwrap())
+        .collect();
     assert_eq!(novel.len(), 10);
-    assert!(novel.iter().filter(|&&i| i >= 400).count() >= 8, "{novel:?}");
+    assert!(
+        novel.iter().filter(|&&i| i >= 400).count() >= 8,
+        "{novel:?}"
+    );
 
-    let o = embedkit(&["drift", "-q", "-r", r.to_str().unwrap(), "-c", same.to_str().unwrap(), "--method", "mmd,centroid"]);
-    assert_eq!(o.status.code(), Some(0), "{}{}", text(&o.stdout), text(&o.stderr));
-    assert!(text(&o.stdout).starts_with("no drift"), "{}", text(&o.stdout));
+    let o = embedkit(&[
+        "drift",
+        "-q",
+        "-r",
+        r.to_str().unwrap(),
+        "-c",
+        same.to_str().unwrap(),
+        "--method",
+        "mmd,centroid",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}{}",
+        text(&o.stdout),
+        text(&o.stderr)
+    );
+    assert!(
+        text(&o.stdout).starts_with("no drift"),
+        "{}",
+        text(&o.stdout)
+    );
 }
 
 #[test]
@@ -84,12 +143,36 @@ fn too_few_current_vectors_is_refused_and_bad_options_are_errors() {
     let (r, cur) = (dir.path().join("ref.npy"), dir.path().join("cur.npy"));
     write_rows(&c, &(0..200).collect::<Vec<_>>(), &r);
     write_rows(&c, &(200..249).collect::<Vec<_>>(), &cur);
-    let o = embedkit(&["drift", "-q", "-r", r.to_str().unwrap(), "-c", cur.to_str().unwrap()]);
+    let o = embedkit(&[
+        "drift",
+        "-q",
+        "-r",
+        r.to_str().unwrap(),
+        "-c",
+        cur.to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(text(&o.stderr).contains("49 vectors") && text(&o.stderr).contains("at least 50"), "{}", text(&o.stderr));
-    let o = embedkit(&["drift", "-q", "-r", r.to_str().unwrap(), "-c", r.to_str().unwrap(), "--method", "mmd,magic"]);
+    assert!(
+        text(&o.stderr).contains("49 vectors") && text(&o.stderr).contains("at least 50"),
+        "{}",
+        text(&o.stderr)
+    );
+    let o = embedkit(&[
+        "drift",
+        "-q",
+        "-r",
+        r.to_str().unwrap(),
+        "-c",
+        r.to_str().unwrap(),
+        "--method",
+        "mmd,magic",
+    ]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(text(&o.stderr).contains("unknown method 'magic'"), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("unknown method 'magic'"),
+        "{}",
+        text(&o.stderr)
+    );
 }
 
 #[test]
@@ -101,20 +184,45 @@ fn report_folder_and_profile_are_written() {
     write_rows(&c, &seen[..600], &r);
     write_rows(&c, &[&seen[600..800], &new[..100]].concat(), &cur);
     let report = dir.path().join("report");
-    let o = embedkit(&["drift", "-q", "-r", r.to_str().unwrap(), "-c", cur.to_str().unwrap(), "--report", report.to_str().unwrap(), "--permutations", "200"]);
+    let o = embedkit(&[
+        "drift",
+        "-q",
+        "-r",
+        r.to_str().unwrap(),
+        "-c",
+        cur.to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+        "--permutations",
+        "200",
+    ]);
     assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
     let md = std::fs::read_to_string(report.join("report.md")).expect("report.md");
-    assert!(md.starts_with("# Drift report") && md.contains("| mmd |"), "{md}");
+    assert!(
+        md.starts_with("# Drift report") && md.contains("| mmd |"),
+        "{md}"
+    );
     for f in ["results.json", "pvalues.svg", "clusters.svg"] {
         let s = std::fs::read_to_string(report.join(f)).expect(f);
         assert!(s.len() > 100, "{f}");
     }
     let profile = dir.path().join("profile");
-    let o = embedkit(&["drift", "profile", "--input", r.to_str().unwrap(), "--output", profile.to_str().unwrap(), "--clusters", "8"]);
+    let o = embedkit(&[
+        "drift",
+        "profile",
+        "--input",
+        r.to_str().unwrap(),
+        "--output",
+        profile.to_str().unwrap(),
+        "--clusters",
+        "8",
+    ]);
     assert!(o.status.success(), "{}", text(&o.stderr));
-    let centres = embedkit_vectors::npy::read_npy(&profile.join("centres.npy")).expect("centres.npy");
+    let centres =
+        embedkit_vectors::npy::read_npy(&profile.join("centres.npy")).expect("centres.npy");
     assert_eq!(centres.shape, vec![8, c.dims]);
-    let sample = embedkit_vectors::npy::read_npy(&profile.join("reference.npy")).expect("reference.npy");
+    let sample =
+        embedkit_vectors::npy::read_npy(&profile.join("reference.npy")).expect("reference.npy");
     assert_eq!(sample.shape, vec![600, c.dims]);
 }
 
@@ -125,19 +233,44 @@ fn texts_are_embedded_with_the_model_and_clusters_are_named() {
     let (seen, new) = split(&c, &["games"]);
     let write = |name: &str, rows: &[usize]| {
         let p = dir.path().join(name);
-        std::fs::write(&p, rows.iter().map(|&i| format!("{}\n", c.texts[i])).collect::<String>()).unwrap();
+        std::fs::write(
+            &p,
+            rows.iter()
+                .map(|&i| format!("{}\n", c.texts[i]))
+                .collect::<String>(),
+        )
+        .unwrap();
         p
     };
     let r = write("ref.txt", &seen[..120]);
     let cur = write("cur.txt", &[&seen[120..180], &new[..60]].concat());
-    let o = embedkit(&["drift", "-q", "--no-cache", "-m", "all-MiniLM-L6-v2", "-r", r.to_str().unwrap(), "-c", cur.to_str().unwrap(), "--json", "--clusters", "4"]);
+    let o = embedkit(&[
+        "drift",
+        "-q",
+        "--no-cache",
+        "-m",
+        "all-MiniLM-L6-v2",
+        "-r",
+        r.to_str().unwrap(),
+        "-c",
+        cur.to_str().unwrap(),
+        "--json",
+        "--clusters",
+        "4",
+    ]);
     assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let names = j["clusters"][0]["names"].as_array().expect("names");
     assert!(!names.is_empty() && names[0].as_str().is_some_and(|s| s.len() > 20));
     // The most novel text is a game's description.
     let first = j["novel"][0]["text"].as_str().expect("text");
-    assert!(c.texts.iter().zip(&c.sections).any(|(t, s)| t == first && s == "games"), "{first}");
+    assert!(
+        c.texts
+            .iter()
+            .zip(&c.sections)
+            .any(|(t, s)| t == first && s == "games"),
+        "{first}"
+    );
 }
 
 /// Records a canary with all-MiniLM-L6-v2 and the given options, then checks it with other options.
@@ -147,32 +280,78 @@ fn canary_case(dir: &Path, record: &[&str], check: &[&str]) -> (Option<i32>, Str
         // Long texts, so that truncation to 32 tokens changes them.
         let c = corpus();
         let long: Vec<&String> = c.texts.iter().filter(|t| t.len() > 400).take(8).collect();
-        std::fs::write(&texts, long.iter().map(|t| format!("{t}\n")).collect::<String>()).unwrap();
+        std::fs::write(
+            &texts,
+            long.iter().map(|t| format!("{t}\n")).collect::<String>(),
+        )
+        .unwrap();
     }
-    let file = dir.join(format!("canary-{}.json", record.join("_").replace(['-', '/', ' '], "")));
-    let mut args = vec!["drift", "canary", "record", "-q", "-m", "all-MiniLM-L6-v2", "--no-cache", "--texts", texts.to_str().unwrap(), "--output", file.to_str().unwrap()];
+    let file = dir.join(format!(
+        "canary-{}.json",
+        record.join("_").replace(['-', '/', ' '], "")
+    ));
+    let mut args = vec![
+        "drift",
+        "canary",
+        "record",
+        "-q",
+        "-m",
+        "all-MiniLM-L6-v2",
+        "--no-cache",
+        "--texts",
+        texts.to_str().unwrap(),
+        "--output",
+        file.to_str().unwrap(),
+    ];
     args.extend_from_slice(record);
     let o = embedkit(&args);
     assert!(o.status.success(), "record {record:?}: {}", text(&o.stderr));
-    let mut args = vec!["drift", "canary", "check", "-q", "--canary", file.to_str().unwrap()];
+    let mut args = vec![
+        "drift",
+        "canary",
+        "check",
+        "-q",
+        "--canary",
+        file.to_str().unwrap(),
+    ];
     if !check.contains(&"-m") {
         args.extend_from_slice(&["-m", "all-MiniLM-L6-v2"]);
     }
     args.extend_from_slice(check);
     let o = embedkit(&args);
-    (o.status.code(), format!("{}{}", text(&o.stdout), text(&o.stderr)))
+    (
+        o.status.code(),
+        format!("{}{}", text(&o.stdout), text(&o.stderr)),
+    )
 }
 
 #[test]
 fn canary_flags_every_change_of_the_embedding_function() {
     let dir = tempfile::tempdir().unwrap();
-    let tiny = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny/bert-mean");
+    let tiny =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny/bert-mean");
     let cases: [(&[&str], &[&str], &str); 5] = [
-        (&[], &["-m", tiny.to_str().unwrap(), "--no-cache"], "another model"),
-        (&[], &["--no-normalize", "--no-cache"], "normalization dropped"),
+        (
+            &[],
+            &["-m", tiny.to_str().unwrap(), "--no-cache"],
+            "another model",
+        ),
+        (
+            &[],
+            &["--no-normalize", "--no-cache"],
+            "normalization dropped",
+        ),
         (&[], &["--compute", "int8", "--no-cache"], "int8 compute"),
-        (&[], &["--max-length", "32", "--no-cache"], "truncation to 32 tokens"),
-        (&["--prompt", "query: "], &["--no-cache"], "a missing query prompt"),
+        (
+            &[],
+            &["--max-length", "32", "--no-cache"],
+            "truncation to 32 tokens",
+        ),
+        (
+            &["--prompt", "query: "],
+            &["--no-cache"],
+            "a missing query prompt",
+        ),
     ];
     for (record, check, what) in cases {
         let (code, out) = canary_case(dir.path(), record, check);
