@@ -86,9 +86,7 @@ fn npy_payload(path: &Path) -> Vec<u8> {
 /// Ids and vector bytes of a vector file, in row order.
 fn read_parquet(path: &Path) -> (Ids, Vec<u8>) {
     let f = VectorFile::open(path).expect("a vector file");
-    let mut bytes = Vec::new();
-    let mut ints = Vec::new();
-    let mut texts = Vec::new();
+    let (mut bytes, mut ints, mut texts) = (Vec::new(), Vec::new(), Vec::new());
     for b in f.batches().expect("batches") {
         let b = b.expect("batch");
         bytes.extend(embedding_bytes(&b).expect("embedding column"));
@@ -97,12 +95,14 @@ fn read_parquet(path: &Path) -> (Ids, Vec<u8>) {
             Ids::Text(v) => texts.extend(v),
         }
     }
-    let ids = if texts.is_empty() {
-        Ids::Int(ints)
-    } else {
-        Ids::Text(texts)
-    };
-    (ids, bytes)
+    (
+        if texts.is_empty() {
+            Ids::Int(ints)
+        } else {
+            Ids::Text(texts)
+        },
+        bytes,
+    )
 }
 
 /// A shard worker whose stderr lines are collected as they come.
