@@ -98,6 +98,8 @@ pub struct DriftOptions {
     pub clusters: usize,
     /// How many current rows the witness ranking reports (and reference rows for emptied regions).
     pub novel: usize,
+    /// Compute the 2-D projection of both samples for the report's plot.
+    pub projection: bool,
 }
 
 impl Default for DriftOptions {
@@ -113,6 +115,7 @@ impl Default for DriftOptions {
             classifier: ClassifierOptions::default(),
             clusters: 16,
             novel: 10,
+            projection: true,
         }
     }
 }
@@ -160,6 +163,9 @@ pub struct DriftReport {
     pub emptied: Vec<WitnessRow>,
     /// The cluster report (indices into the reference given to [`detect`]).
     pub clusters: Option<ClusterShift>,
+    /// Up to 500 rows a side in the plane of their first two principal components (for the report's plot).
+    #[serde(skip)]
+    pub projection: Vec<crate::projection::Point>,
 }
 
 /// Runs the drift test of `current` against `reference`.
@@ -284,6 +290,11 @@ pub fn detect(
         novel,
         emptied,
         clusters,
+        projection: if opts.projection {
+            crate::projection::project(&x, nx, &y, ny, d, opts.seed)
+        } else {
+            Vec::new()
+        },
     })
 }
 

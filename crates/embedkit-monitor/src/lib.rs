@@ -33,6 +33,7 @@ pub mod ks;
 pub mod logistic;
 pub mod mmd;
 pub mod permutation;
+pub mod projection;
 pub mod report;
 pub mod rng;
 pub mod stats;

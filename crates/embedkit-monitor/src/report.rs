@@ -7,7 +7,7 @@ use serde_json::Value;
 use std::fmt::Write as _;
 use std::path::Path;
 
-/// Writes report.md, results.json, pvalues.svg and clusters.svg into `dir` (created if needed). `json` is the
+/// Writes report.md, results.json, pvalues.svg, clusters.svg and projection.svg into `dir` (created if needed). `json` is the
 /// caller's JSON result (with texts), `report` the numbers.
 pub fn write_report(dir: &Path, json: &Value, report: &DriftReport) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
@@ -18,6 +18,7 @@ pub fn write_report(dir: &Path, json: &Value, report: &DriftReport) -> std::io::
     write_atomic(&dir.join("report.md"), &markdown(json, report))?;
     write_atomic(&dir.join("pvalues.svg"), &pvalue_svg(report))?;
     write_atomic(&dir.join("clusters.svg"), &cluster_svg(json))?;
+    write_atomic(&dir.join("projection.svg"), &projection_svg(report))?;
     Ok(())
 }
 
@@ -54,7 +55,10 @@ fn markdown(json: &Value, r: &DriftReport) -> String {
             if m.drift { "yes" } else { "no" }
         );
     }
-    let _ = writeln!(s, "\n![p-values](pvalues.svg)\n");
+    let _ = writeln!(
+        s,
+        "\n![p-values](pvalues.svg)\n\n![both samples, first two principal components](projection.svg)\n"
+    );
     if let Some(c) = &r.clusters {
         let _ = writeln!(
             s,
@@ -190,6 +194,39 @@ fn cluster_svg(json: &Value) -> String {
             bottom + 14.0,
             c["id"]
         );
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+/// Both samples in the plane of their first two principal components: reference grey, current blue.
+fn projection_svg(r: &DriftReport) -> String {
+    let (w, h, pad) = (420.0, 420.0, 20.0);
+    let pts = &r.projection;
+    let (mut x0, mut x1, mut y0, mut y1) = (f32::MAX, f32::MIN, f32::MAX, f32::MIN);
+    for p in pts {
+        (x0, x1, y0, y1) = (x0.min(p.x), x1.max(p.x), y0.min(p.y), y1.max(p.y));
+    }
+    let sx = |v: f32| pad + (w - 2.0 * pad) * f64::from((v - x0) / (x1 - x0).max(1e-12));
+    let sy = |v: f32| h - pad - (h - 2.0 * pad) * f64::from((v - y0) / (y1 - y0).max(1e-12));
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"11\">\n"
+    );
+    let _ = writeln!(
+        s,
+        "<text x=\"4\" y=\"14\">first two principal components: reference (grey), current (blue)</text>"
+    );
+    // Reference first, so current points are drawn on top.
+    for current in [false, true] {
+        let colour = if current { "#2e86c1" } else { "#95a5a6" };
+        for p in pts.iter().filter(|p| p.current == current) {
+            let _ = writeln!(
+                s,
+                "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"2\" fill=\"{colour}\" fill-opacity=\"0.6\"/>",
+                sx(p.x),
+                sy(p.y)
+            );
+        }
     }
     s.push_str("</svg>\n");
     s

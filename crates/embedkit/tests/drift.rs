@@ -202,7 +202,12 @@ fn report_folder_and_profile_are_written() {
         md.starts_with("# Drift report") && md.contains("| mmd |"),
         "{md}"
     );
-    for f in ["results.json", "pvalues.svg", "clusters.svg"] {
+    for f in [
+        "results.json",
+        "pvalues.svg",
+        "clusters.svg",
+        "projection.svg",
+    ] {
         let s = std::fs::read_to_string(report.join(f)).expect(f);
         assert!(s.len() > 100, "{f}");
     }

@@ -118,12 +118,14 @@ pub fn removed_trial(c: &Corpus, seed: u64, nr: usize, nc: usize, removed: usize
     }
 }
 
-/// The options of the trials: the defaults, without the cluster report and witness ranking (not tested here).
+/// The options of the trials: the defaults, without the cluster report, witness ranking and projection (not
+/// tested here).
 pub fn trial_options(seed: u64) -> DriftOptions {
     let mut o = DriftOptions {
         seed,
         clusters: 0,
         novel: 0,
+        projection: false,
         ..Default::default()
     };
     // Exploration knobs for examples/drift_trials (the tests never set them).
