@@ -34,7 +34,7 @@ enum DriftCommand {
         #[command(subcommand)]
         command: CanaryCommand,
     },
-    /// Save a reference profile (a seeded sample and k-means cluster centres) to compare later traffic with.
+    /// Save a reference profile (a seeded sample, k-means cluster centres, a canary) to compare later traffic with.
     Profile(ProfileArgs),
 }
 
@@ -88,6 +88,9 @@ struct ProfileArgs {
     /// Seed of the sample and the clustering.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// A canary file (`drift canary record`) to keep in the profile, for periodic re-embedding checks.
+    #[arg(long, value_name = "FILE")]
+    canary: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -447,8 +450,22 @@ fn write_profile(a: &ProfileArgs) -> Result<()> {
     };
     write("reference.npy", &sample, idx.len())?;
     write("centres.npy", &centres, centres.len() / d)?;
+    if let Some(canary) = &a.canary {
+        // Read it first: a profile must never carry a canary file that `check` would refuse.
+        let c = Canary::read(canary)?;
+        if let Some(v) = c.vectors.first().filter(|v| v.len() != d) {
+            bail!(
+                "{}: canary vectors have {} dimensions, the reference {d}",
+                canary.display(),
+                v.len()
+            );
+        }
+        std::fs::copy(canary, a.output.join("canary.json"))
+            .with_context(|| format!("cannot copy {}", canary.display()))?;
+    }
     let meta = serde_json::json!({"version": 1, "source": a.input.display().to_string(), "rows": e.rows(),
-        "sampled": idx.len(), "dims": d, "clusters": centres.len() / d, "seed": a.seed});
+        "sampled": idx.len(), "dims": d, "clusters": centres.len() / d, "seed": a.seed,
+        "canary": a.canary.is_some()});
     std::fs::write(
         a.output.join("profile.json"),
         serde_json::to_string_pretty(&meta)?,

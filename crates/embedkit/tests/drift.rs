@@ -229,6 +229,44 @@ fn report_folder_and_profile_are_written() {
     let sample =
         embedkit_vectors::npy::read_npy(&profile.join("reference.npy")).expect("reference.npy");
     assert_eq!(sample.shape, vec![600, c.dims]);
+    // A canary goes into the profile when its vectors fit the reference, and is refused when they do not.
+    let canary = |dims: usize| {
+        let p = dir.path().join(format!("canary{dims}.json"));
+        let v: Vec<f32> = (0..dims).map(|i| (i as f32).sin()).collect();
+        let c = serde_json::json!({"version": 1, "model": "m", "options": {}, "texts": ["a"], "vectors": [v]});
+        std::fs::write(&p, c.to_string()).unwrap();
+        p
+    };
+    let (good, bad) = (canary(c.dims), canary(2));
+    let (p2, p3) = (dir.path().join("p2"), dir.path().join("p3"));
+    let o = embedkit(&[
+        "drift",
+        "profile",
+        "-i",
+        r.to_str().unwrap(),
+        "-o",
+        p2.to_str().unwrap(),
+        "--canary",
+        good.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(p2.join("canary.json").exists());
+    let o = embedkit(&[
+        "drift",
+        "profile",
+        "-i",
+        r.to_str().unwrap(),
+        "-o",
+        p3.to_str().unwrap(),
+        "--canary",
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o.stderr).contains("2 dimensions"),
+        "{}",
+        text(&o.stderr)
+    );
 }
 
 #[test]
