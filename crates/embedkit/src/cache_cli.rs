@@ -3,9 +3,7 @@
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use embedkit_cache::{
-    Cache, CachedEmbedder, DEFAULT_TTL, EmbeddedCache, EmbeddedCacheOptions,
-};
+use embedkit_cache::{Cache, CachedEmbedder, DEFAULT_TTL, EmbeddedCache, EmbeddedCacheOptions};
 use embedkit_core::Embedder;
 use std::io::Write;
 use std::path::Path;
