@@ -4,7 +4,7 @@
 
     # a small corpus to try it on (2,000 news sentences from bench/sentences.txt, columns id and text):
     python examples/ray_embed.py --demo-input corpus.parquet
-    python examples/ray_embed.py --input corpus.parquet --output vectors/ --actors 2 --cpus-per-actor 1
+    python examples/ray_embed.py --input corpus.parquet --output vectors/ --actors 1 --cpus-per-actor 1
 
     # on a cluster: RAY_ADDRESS=ray://head:10001, input/output on shared storage (s3://…, gs://…, NFS),
     # and a cache every actor shares, so a retried block costs a cache read:
@@ -49,7 +49,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     p.add_argument("--text-column", default="text")
     p.add_argument("--id-column", default="id")
     p.add_argument("--model", default="all-MiniLM-L6-v2")
-    p.add_argument("--actors", type=int, default=2, help="embedding actors (each loads the model once)")
+    p.add_argument("--actors", type=int, default=1, help="embedding actors (each loads the model once)")
     p.add_argument("--cpus-per-actor", type=int, default=1, help="CPUs (= compute threads) per actor")
     p.add_argument("--rows-per-call", type=int, default=256, help="rows per map_batches call (and per block)")
     p.add_argument("--cache", help="vector cache shared by all actors: redis://host:6379/0 or a shared folder")
@@ -63,6 +63,13 @@ def main(argv: Optional[List[str]] = None) -> None:
         p.error("--input and --output are required (or --demo-input PATH to make a corpus)")
 
     ray.init()  # RAY_ADDRESS, if set, names the cluster; else a local one
+    cpus = int(ray.cluster_resources().get("CPU", 0))
+    if args.actors * args.cpus_per_actor >= cpus:
+        # Actors hold their CPUs for the whole job; reading and writing Parquet are tasks that need one too.
+        p.error(
+            f"{args.actors} actor(s) x {args.cpus_per_actor} CPU(s) would take all {cpus} CPUs of this Ray cluster "
+            "and leave none for Ray Data's read and write tasks (the job would hang): use fewer"
+        )
     start = time.perf_counter()
     ds = ray.data.read_parquet(args.input, columns=[args.id_column, args.text_column])
     # Ray Data packs small Parquet files into one read task, hence one block for one actor: cut the blocks

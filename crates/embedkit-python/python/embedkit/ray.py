@@ -181,6 +181,8 @@ class Embedder:
         if prompt_name is not None:
             self.model._resolve_prompt(prompt_name, prompt)  # an unknown prompt name fails here, not per batch
         dims = self.model.get_embedding_dimension()
+        if dims is None:  # an API model that has not said yet: one text tells
+            dims = int(self.model.encode(["dimensions"], show_progress_bar=False).shape[1])
         if self.ranges is not None and self.ranges.shape[1] != dims:
             raise ValueError(f"ranges have {self.ranges.shape[1]} dimensions but the model gives {dims}")
         self.width: int = (dims + 7) // 8 if precision in ("binary", "ubinary") else dims
