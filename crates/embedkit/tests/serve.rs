@@ -1,7 +1,10 @@
 //! `embedkit serve` end to end over loopback: the real binary with the real all-MiniLM-L6-v2, hit with curl,
 //! the official `openai` Python package and a raw HTTP client; vectors compared with `embedkit embed`.
 
+#[path = "support/python.rs"]
+mod python;
 use embedkit_server::client::{Client, rss_bytes};
+use python::python_with;
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -349,33 +352,6 @@ fn requests_batched_together_give_their_own_vectors() {
         bucket("+Inf") > bucket("2"),
         "no forward pass mixed requests: {text}"
     );
-}
-
-/// The venv scripts/test makes for the Python clients (`openai`, `huggingface_hub`, `langchain_openai`) when
-/// it can import `modules`; `None` (with a loud message) outside CI when it cannot. In CI a missing package
-/// fails the test instead, so a client test never passes by not running.
-fn python_with(modules: &[&str]) -> Option<PathBuf> {
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv-ci/bin/python");
-    let import = format!("import {}", modules.join(", "));
-    let ok = venv.is_file()
-        && Command::new(&venv)
-            .args(["-c", &import])
-            .status()
-            .is_ok_and(|s| s.success());
-    if ok {
-        return Some(venv);
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!(
-            "CI=true but {} cannot `{import}`: scripts/test installs these packages",
-            venv.display()
-        );
-    }
-    eprintln!(
-        "\n\n*** SKIPPED: this Python client test needs {} with `{import}` working (scripts/test makes it) ***\n\n",
-        venv.display()
-    );
-    None
 }
 
 /// Runs `script` with `python`, the server's base URL and `args`; the script prints one JSON value.

@@ -2,7 +2,10 @@
 //! vectors equal to a one-process `.npy` run bit for bit, Parquet read back by pyarrow and DuckDB, reruns
 //! that do nothing or name what changed, and memory flat in the corpus size.
 
+#[path = "support/python.rs"]
+mod python;
 use embedkit_parquet::{Ids, VectorFile, batch_ids, embedding_bytes};
+use python::python_with;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -405,30 +408,6 @@ fn rerun_is_a_no_op_and_changed_options_are_named() {
     );
 }
 
-/// The venv scripts/test makes, with pyarrow and duckdb; `None` (with a loud message) outside CI when absent.
-fn python_with_parquet() -> Option<PathBuf> {
-    let venv = repo().join(".venv-ci/bin/python");
-    let ok = venv.is_file()
-        && Command::new(&venv)
-            .args(["-c", "import pyarrow, duckdb"])
-            .status()
-            .is_ok_and(|s| s.success());
-    if ok {
-        return Some(venv);
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!(
-            "CI=true but {} has no pyarrow/duckdb: scripts/test installs them",
-            venv.display()
-        );
-    }
-    eprintln!(
-        "\n\n*** SKIPPED: the pyarrow/DuckDB test needs {} with pyarrow and duckdb (scripts/test makes it) ***\n\n",
-        venv.display()
-    );
-    None
-}
-
 /// all-MiniLM-L6-v2 vectors of 1,500 real texts written as Parquet (ids from a JSONL field, texts kept) and
 /// as `.npy`: pyarrow and DuckDB read the schema, the metadata and the same float32 bits; that Parquet file
 /// read back as input (`--field text --id-field doc`) embeds to the same vectors again.
@@ -494,7 +473,7 @@ fn pyarrow_and_duckdb_read_what_npy_has() {
         npy_payload(&again) == npy_payload(&npy),
         "Parquet input embeds to other vectors"
     );
-    let Some(python) = python_with_parquet() else {
+    let Some(python) = python_with(&["pyarrow", "duckdb"]) else {
         return;
     };
     let script = r#"
