@@ -54,6 +54,9 @@ pub use value::{Dtype, VALUE_MAGIC, VALUE_VERSION, decode_f32, decode_f32_into, 
 
 use std::time::Duration;
 
+/// Default size bound of an on-disk cache: 1 GiB (the least recently used entries go first past it).
+pub const DEFAULT_MAX_BYTES: u64 = 1 << 30;
+
 /// Default time to live of an entry: 24 hours. A TTL of zero means entries never expire.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 

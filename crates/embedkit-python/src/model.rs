@@ -113,8 +113,12 @@ impl Loaded {
         let embedder = match &spec.cache {
             None => embedder,
             Some(c) => {
-                let cache = embedkit_cache::open_cache(c, embedkit_cache::DEFAULT_TTL, 1 << 30)
-                    .map_err(|e| runtime("cannot open the cache", &e))?;
+                let cache = embedkit_cache::open_cache(
+                    c,
+                    embedkit_cache::DEFAULT_TTL,
+                    embedkit_cache::DEFAULT_MAX_BYTES,
+                )
+                .map_err(|e| runtime("cannot open the cache", &e))?;
                 Arc::new(CachedEmbedder::new(embedder, cache))
             }
         };

@@ -14,7 +14,7 @@ use std::time::Duration;
 pub const CACHE_DIR: &str = "cache";
 
 /// Default size bound of the on-disk cache.
-pub const DEFAULT_MAX_SIZE: u64 = 1 << 30;
+pub const DEFAULT_MAX_SIZE: u64 = embedkit_cache::DEFAULT_MAX_BYTES;
 
 /// Cache options shared by embed, index, search and serve.
 #[derive(Args, Clone, Debug)]
