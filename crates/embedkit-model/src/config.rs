@@ -14,6 +14,9 @@ pub enum Architecture {
     XlmRoberta,
     /// MPNet: no token types, T5-style relative position buckets added to every layer's attention.
     MPNet,
+    /// ModernBERT: rotary positions, GeGLU, pre-norm LayerNorms without bias, alternating global and
+    /// sliding-window attention (see [`ModernBertConfig`]).
+    ModernBert,
 }
 
 impl std::fmt::Display for Architecture {
@@ -22,6 +25,7 @@ impl std::fmt::Display for Architecture {
             Architecture::Bert => "BERT",
             Architecture::XlmRoberta => "XLM-RoBERTa",
             Architecture::MPNet => "MPNet",
+            Architecture::ModernBert => "ModernBERT",
         })
     }
 }
@@ -68,6 +72,50 @@ pub struct EncoderConfig {
     pub position_offset: usize,
     /// Relative attention buckets (MPNet only).
     pub relative_attention_num_buckets: Option<usize>,
+    /// ModernBERT's rotary and attention-pattern settings (ModernBERT only).
+    pub modernbert: Option<ModernBertConfig>,
+}
+
+/// What ModernBERT adds to the shared fields: rotary bases and which layers attend only to a window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModernBertConfig {
+    /// RoPE base of the global (full-attention) layers (`global_rope_theta`).
+    pub global_rope_theta: f32,
+    /// RoPE base of the sliding-window layers (`local_rope_theta`).
+    pub local_rope_theta: f32,
+    /// Per layer: true when it attends only to tokens within `window` positions (`layer_types`, else every
+    /// layer whose index is not a multiple of `global_attn_every_n_layers`).
+    pub sliding_layers: Vec<bool>,
+    /// Half the `local_attention` width: a sliding layer's token i attends to j with |i − j| ≤ window.
+    pub window: usize,
+    /// Whether the LayerNorms have a bias (`norm_bias`).
+    pub norm_bias: bool,
+    /// Whether Wqkv and the attention's Wo have biases (`attention_bias`).
+    pub attention_bias: bool,
+    /// Whether the MLP's Wi and Wo have biases (`mlp_bias`).
+    pub mlp_bias: bool,
+}
+
+#[derive(Deserialize)]
+struct RawRope {
+    rope_type: Option<String>,
+    rope_theta: Option<f64>,
+}
+
+/// ModernBERT's own config.json fields, in both the hub's form (`global_rope_theta`, …) and the one
+/// transformers ≥ 5 writes (`layer_types`, `rope_parameters`).
+#[derive(Deserialize)]
+struct RawModernBert {
+    global_rope_theta: Option<f64>,
+    local_rope_theta: Option<f64>,
+    global_attn_every_n_layers: Option<usize>,
+    local_attention: Option<usize>,
+    layer_types: Option<Vec<String>>,
+    rope_parameters: Option<std::collections::HashMap<String, RawRope>>,
+    norm_bias: Option<bool>,
+    attention_bias: Option<bool>,
+    mlp_bias: Option<bool>,
+    norm_eps: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -85,6 +133,7 @@ struct RawConfig {
     pad_token_id: Option<usize>,
     relative_attention_num_buckets: Option<usize>,
     position_embedding_type: Option<String>,
+    hidden_activation: Option<String>,
 }
 
 impl EncoderConfig {
@@ -96,6 +145,7 @@ impl EncoderConfig {
             "bert" => Architecture::Bert,
             "roberta" | "xlm-roberta" | "camembert" => Architecture::XlmRoberta,
             "mpnet" => Architecture::MPNet,
+            "modernbert" => Architecture::ModernBert,
             _ => {
                 return Err(ModelError::UnknownArchitecture {
                     path: path.to_path_buf(),
@@ -132,7 +182,12 @@ impl EncoderConfig {
                 message: format!("is '{kind}'; only 'absolute' is supported"),
             });
         }
-        let act_name = raw.hidden_act.as_deref().unwrap_or("gelu");
+        // ModernBERT names it hidden_activation.
+        let act_name = raw
+            .hidden_act
+            .as_deref()
+            .or(raw.hidden_activation.as_deref())
+            .unwrap_or("gelu");
         let activation = match act_name {
             "gelu" => Activation::Gelu,
             "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Activation::GeluTanh,
@@ -154,6 +209,15 @@ impl EncoderConfig {
             Architecture::Bert => (0, raw.type_vocab_size.unwrap_or(2)),
             Architecture::XlmRoberta => (pad + 1, raw.type_vocab_size.unwrap_or(1)),
             Architecture::MPNet => (pad + 1, 0),
+            Architecture::ModernBert => (0, 0),
+        };
+        let (modernbert, layer_norm_eps) = match architecture {
+            Architecture::ModernBert => {
+                let num_layers = field("num_hidden_layers", raw.num_hidden_layers)?;
+                let (mb, eps) = ModernBertConfig::from_file(path, num_layers)?;
+                (Some(mb), eps)
+            }
+            _ => (None, raw.layer_norm_eps.unwrap_or(1e-12) as f32),
         };
         Ok(EncoderConfig {
             architecture,
@@ -163,7 +227,7 @@ impl EncoderConfig {
             num_heads,
             intermediate_size: field("intermediate_size", raw.intermediate_size)?,
             activation,
-            layer_norm_eps: raw.layer_norm_eps.unwrap_or(1e-12) as f32,
+            layer_norm_eps,
             vocab_size: field("vocab_size", raw.vocab_size)?,
             max_position_embeddings: field("max_position_embeddings", raw.max_position_embeddings)?,
             type_vocab_size,
@@ -172,6 +236,7 @@ impl EncoderConfig {
                 Architecture::MPNet => Some(raw.relative_attention_num_buckets.unwrap_or(32)),
                 _ => None,
             },
+            modernbert,
         })
     }
 
@@ -184,5 +249,76 @@ impl EncoderConfig {
     /// Width of one attention head.
     pub fn head_dim(&self) -> usize {
         self.hidden_size / self.num_heads
+    }
+}
+
+impl ModernBertConfig {
+    /// Reads ModernBERT's fields from `path` (config.json) for a model of `num_layers` layers; also returns
+    /// its LayerNorm epsilon (`norm_eps`).
+    fn from_file(path: &Path, num_layers: usize) -> Result<(Self, f32), ModelError> {
+        let raw: RawModernBert = read_json(path)?;
+        let bad = |field: &str, message: String| ModelError::Config {
+            path: path.to_path_buf(),
+            field: field.to_string(),
+            message,
+        };
+        // transformers ≥ 5 writes layer_types; the hub's configs have global_attn_every_n_layers.
+        let sliding_layers = match raw.layer_types {
+            Some(types) => {
+                if types.len() != num_layers {
+                    return Err(bad(
+                        "layer_types",
+                        format!("has {} entries for {num_layers} layers", types.len()),
+                    ));
+                }
+                types
+                    .iter()
+                    .map(|t| match t.as_str() {
+                        "sliding_attention" => Ok(true),
+                        "full_attention" => Ok(false),
+                        other => Err(bad(
+                            "layer_types",
+                            format!("has '{other}' (full_attention or sliding_attention)"),
+                        )),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?
+            }
+            None => {
+                let every = raw.global_attn_every_n_layers.unwrap_or(3);
+                if every == 0 {
+                    return Err(bad("global_attn_every_n_layers", "is zero".into()));
+                }
+                (0..num_layers).map(|l| l % every != 0).collect()
+            }
+        };
+        let theta = |kind: &str, legacy: Option<f64>, default: f64| -> Result<f32, ModelError> {
+            match raw.rope_parameters.as_ref().and_then(|p| p.get(kind)) {
+                Some(rope) => {
+                    if let Some(t) = rope.rope_type.as_deref()
+                        && t != "default"
+                    {
+                        return Err(bad(
+                            "rope_parameters",
+                            format!("{kind} has rope_type '{t}'; only 'default' is supported"),
+                        ));
+                    }
+                    Ok(rope.rope_theta.or(legacy).unwrap_or(default) as f32)
+                }
+                None => Ok(legacy.unwrap_or(default) as f32),
+            }
+        };
+        let local_attention = raw.local_attention.unwrap_or(128);
+        Ok((
+            ModernBertConfig {
+                global_rope_theta: theta("full_attention", raw.global_rope_theta, 160_000.0)?,
+                local_rope_theta: theta("sliding_attention", raw.local_rope_theta, 10_000.0)?,
+                sliding_layers,
+                window: local_attention / 2,
+                norm_bias: raw.norm_bias.unwrap_or(false),
+                attention_bias: raw.attention_bias.unwrap_or(false),
+                mlp_bias: raw.mlp_bias.unwrap_or(false),
+            },
+            raw.norm_eps.unwrap_or(1e-5) as f32,
+        ))
     }
 }

@@ -79,6 +79,19 @@ impl LocalEmbedder {
     where
         F: FnOnce(&EncoderConfig, EncoderWeights) -> Result<Box<dyn Backend>, BackendError>,
     {
+        Self::load_with(name, dir, |config, files| {
+            let weights = EncoderWeights::load(files, config)?;
+            make_backend(config, weights).map_err(ModelError::Backend)
+        })
+    }
+
+    /// Loads the model folder `dir`, letting `make_backend` read the encoder's weights from the safetensors
+    /// itself: for architectures whose layers are not BERT-shaped (ModernBERT), which
+    /// [`EncoderWeights`] does not describe.
+    pub fn load_with<F>(name: &str, dir: &Path, make_backend: F) -> Result<Self, ModelError>
+    where
+        F: FnOnce(&EncoderConfig, &SafetensorsFiles) -> Result<Box<dyn Backend>, ModelError>,
+    {
         if !dir.exists() {
             return Err(ModelError::NotFound(dir.to_path_buf()));
         }
@@ -97,9 +110,7 @@ impl LocalEmbedder {
         let config = EncoderConfig::from_file(&config_path)?;
         let files = SafetensorsFiles::open_dir(&tdir)?;
         let parameters = files.num_parameters();
-        let weights = EncoderWeights::load(&files, &config)?;
         let colbert = ColbertSpec::detect(dir, &layout, &files)?;
-        drop(files);
         // PyLate sets the Transformer's max_seq_length from query/document_length itself.
         let max_tokens = match &colbert {
             Some(c) => c.max_tokens(),
@@ -115,7 +126,8 @@ impl LocalEmbedder {
         if let Some(c) = &colbert {
             check_projection(c, &config)?;
         }
-        let backend = make_backend(&config, weights).map_err(ModelError::Backend)?;
+        let backend = make_backend(&config, &files)?;
+        drop(files);
         // The backend's arithmetic is part of the fingerprint: int8 vectors must never be served from a cache
         // (or searched in an index) as if they were the f32 ones.
         let fingerprint = format!(

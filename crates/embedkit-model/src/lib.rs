@@ -22,7 +22,7 @@ mod weights;
 pub use backend::{Backend, BackendError, TokenBatch};
 pub use batch::plan_batches;
 pub use colbert::{ColbertHead, ColbertLayout};
-pub use config::{Activation, Architecture, EncoderConfig};
+pub use config::{Activation, Architecture, EncoderConfig, ModernBertConfig};
 pub use embedder::{DEFAULT_BATCH_SIZE, LocalEmbedder, ModelInfo};
 pub use error::ModelError;
 pub use layout::{DenseActivation, PostPoolingStep, SentenceTransformerLayout};

@@ -230,6 +230,14 @@ pub struct EncoderWeights {
 impl EncoderWeights {
     /// Gathers and shape-checks the encoder's weights for `config` from `files`.
     pub fn load(files: &SafetensorsFiles, config: &EncoderConfig) -> Result<Self, ModelError> {
+        if config.architecture == Architecture::ModernBert {
+            // ModernBERT's layers have other parts (fused Wqkv, GeGLU, no post-norms); its backend reads the
+            // safetensors itself (see `LocalEmbedder::load_with`).
+            return Err(ModelError::MissingTensor {
+                dir: files.dir.clone(),
+                name: "encoder.layer.0.* (a ModernBERT folder has no BERT-shaped layers)".into(),
+            });
+        }
         let prefix = find_prefix(files)?;
         let h = config.hidden_size;
         let i_size = config.intermediate_size;
@@ -281,6 +289,7 @@ impl EncoderWeights {
                     output: linear(&format!("{p}.output.dense"), h, i_size)?,
                     output_norm: norm(&format!("{p}.output.LayerNorm"))?,
                 },
+                Architecture::ModernBert => unreachable!("returned at the top of load"),
             };
             layers.push(layer);
         }
