@@ -1,6 +1,7 @@
 //! The transformer's config.json, reduced to what an encoder backend needs.
 
 use crate::ModelError;
+pub use crate::decoder::DecoderConfig;
 use crate::files::read_json;
 use serde::Deserialize;
 use std::path::Path;
@@ -17,6 +18,23 @@ pub enum Architecture {
     /// ModernBERT: rotary positions, GeGLU, pre-norm LayerNorms without bias, alternating global and
     /// sliding-window attention (see [`ModernBertConfig`]).
     ModernBert,
+    /// Qwen3 decoder (Qwen3-Embedding): causal grouped-query attention, RoPE, RMSNorm, SwiGLU, and an RMSNorm
+    /// on every head's queries and keys (see [`DecoderConfig`]).
+    Qwen3,
+    /// Qwen2 decoder (gte-Qwen2): Qwen3's layers without the per-head norms, with q/k/v biases.
+    Qwen2,
+    /// Mistral decoder (e5-mistral): Qwen2's layers without biases, sliding-window attention.
+    Mistral,
+}
+
+impl Architecture {
+    /// Whether this is a causal decoder (run by the decoder path, pooled from its last token).
+    pub fn is_decoder(self) -> bool {
+        matches!(
+            self,
+            Architecture::Qwen3 | Architecture::Qwen2 | Architecture::Mistral
+        )
+    }
 }
 
 impl std::fmt::Display for Architecture {
@@ -26,6 +44,9 @@ impl std::fmt::Display for Architecture {
             Architecture::XlmRoberta => "XLM-RoBERTa",
             Architecture::MPNet => "MPNet",
             Architecture::ModernBert => "ModernBERT",
+            Architecture::Qwen3 => "Qwen3",
+            Architecture::Qwen2 => "Qwen2",
+            Architecture::Mistral => "Mistral",
         })
     }
 }
@@ -74,6 +95,8 @@ pub struct EncoderConfig {
     pub relative_attention_num_buckets: Option<usize>,
     /// ModernBERT's rotary and attention-pattern settings (ModernBERT only).
     pub modernbert: Option<ModernBertConfig>,
+    /// Grouped-query attention, RoPE and RMSNorm settings (decoders only).
+    pub decoder: Option<DecoderConfig>,
 }
 
 /// What ModernBERT adds to the shared fields: rotary bases and which layers attend only to a window.
@@ -146,6 +169,9 @@ impl EncoderConfig {
             "roberta" | "xlm-roberta" | "camembert" => Architecture::XlmRoberta,
             "mpnet" => Architecture::MPNet,
             "modernbert" => Architecture::ModernBert,
+            "qwen3" => Architecture::Qwen3,
+            "qwen2" => Architecture::Qwen2,
+            "mistral" => Architecture::Mistral,
             _ => {
                 return Err(ModelError::UnknownArchitecture {
                     path: path.to_path_buf(),
@@ -166,7 +192,8 @@ impl EncoderConfig {
         };
         let hidden_size = field("hidden_size", raw.hidden_size)?;
         let num_heads = field("num_attention_heads", raw.num_attention_heads)?;
-        if hidden_size % num_heads != 0 {
+        // A decoder's heads may be wider than hidden / heads (head_dim, checked with its own fields).
+        if hidden_size % num_heads != 0 && !architecture.is_decoder() {
             return Err(ModelError::Config {
                 path: path.to_path_buf(),
                 field: "num_attention_heads".into(),
@@ -210,6 +237,7 @@ impl EncoderConfig {
             Architecture::XlmRoberta => (pad + 1, raw.type_vocab_size.unwrap_or(1)),
             Architecture::MPNet => (pad + 1, 0),
             Architecture::ModernBert => (0, 0),
+            Architecture::Qwen3 | Architecture::Qwen2 | Architecture::Mistral => (0, 0),
         };
         let (modernbert, layer_norm_eps) = match architecture {
             Architecture::ModernBert => {
@@ -219,6 +247,12 @@ impl EncoderConfig {
             }
             _ => (None, raw.layer_norm_eps.unwrap_or(1e-12) as f32),
         };
+        let decoder = if architecture.is_decoder() {
+            Some(DecoderConfig::from_file(path, architecture)?)
+        } else {
+            None
+        };
+        let layer_norm_eps = decoder.as_ref().map_or(layer_norm_eps, |d| d.rms_norm_eps);
         Ok(EncoderConfig {
             architecture,
             model_type,
@@ -237,6 +271,7 @@ impl EncoderConfig {
                 _ => None,
             },
             modernbert,
+            decoder,
         })
     }
 
@@ -248,7 +283,10 @@ impl EncoderConfig {
 
     /// Width of one attention head.
     pub fn head_dim(&self) -> usize {
-        self.hidden_size / self.num_heads
+        match &self.decoder {
+            Some(d) => d.head_dim,
+            None => self.hidden_size / self.num_heads,
+        }
     }
 }
 

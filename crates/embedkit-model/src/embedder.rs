@@ -4,7 +4,7 @@ use crate::ModelError;
 use crate::backend::{Backend, BackendError, TokenBatch};
 use crate::batch::plan_batches;
 use crate::colbert::{ColbertHead, ColbertLayout, ColbertSpec};
-use crate::config::EncoderConfig;
+use crate::config::{Architecture, EncoderConfig};
 use crate::layout::{PostPoolingStep, SentenceTransformerLayout};
 use crate::tokenizer::{Encoded, TextTokenizer};
 use crate::weights::{EncoderWeights, Linear, SafetensorsFiles};
@@ -120,7 +120,11 @@ impl LocalEmbedder {
                 .unwrap_or(usize::MAX),
         }
         .min(config.max_tokens());
-        let tokenizer = TextTokenizer::load(&tdir, layout.do_lower_case, max_tokens)?;
+        let mut tokenizer = TextTokenizer::load(&tdir, layout.do_lower_case, max_tokens)?;
+        // Byte-level BPEs (the decoders', ModernBERT's) make tokens of the spaces sentence-transformers keeps.
+        if config.architecture.is_decoder() || config.architecture == Architecture::ModernBert {
+            tokenizer = tokenizer.keep_whitespace();
+        }
         let colbert = colbert.map(|c| c.resolve(dir, &tokenizer)).transpose()?;
         check_dense_widths(&layout, &config)?;
         if let Some(c) = &colbert {

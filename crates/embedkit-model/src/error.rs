@@ -51,7 +51,7 @@ pub enum ModelError {
     },
     /// config.json names an architecture embedkit has no encoder for.
     #[error(
-        "'{path}': unsupported architecture model_type '{model_type}' (supported: bert, roberta, xlm-roberta, camembert, mpnet, modernbert)"
+        "'{path}': unsupported architecture model_type '{model_type}' (supported: bert, roberta, xlm-roberta, camembert, mpnet, modernbert, qwen3, qwen2, mistral)"
     )]
     UnknownArchitecture {
         /// config.json.

@@ -26,6 +26,8 @@ pub struct TextTokenizer {
     inner: Tokenizer,
     lowercase_input: bool,
     max_length: usize,
+    /// Whether texts lose leading and trailing whitespace first (see [`TextTokenizer::keep_whitespace`]).
+    strip_input: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -70,7 +72,15 @@ impl TextTokenizer {
             inner,
             lowercase_input,
             max_length,
+            strip_input: true,
         })
+    }
+
+    /// Tokenizes texts as they are, spaces at the ends included: sentence-transformers 6 strips nothing, and
+    /// a byte-level BPE (Qwen, Mistral) turns those spaces into tokens.
+    pub fn keep_whitespace(mut self) -> Self {
+        self.strip_input = false;
+        self
     }
 
     /// The tokenizer's own `model_max_length` from tokenizer_config.json, when it is a real limit.
@@ -121,7 +131,7 @@ impl TextTokenizer {
     /// The text exactly as the tokenizer sees it: stripped (and lowercased when the model says so), as
     /// sentence-transformers' Transformer module prepares it.
     pub fn prepare<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
-        let trimmed = text.trim();
+        let trimmed = if self.strip_input { text.trim() } else { text };
         if self.lowercase_input {
             std::borrow::Cow::Owned(trimmed.to_lowercase())
         } else {

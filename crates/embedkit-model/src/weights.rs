@@ -238,6 +238,17 @@ impl EncoderWeights {
                 name: "encoder.layer.0.* (a ModernBERT folder has no BERT-shaped layers)".into(),
             });
         }
+        if config.architecture.is_decoder() {
+            // A decoder's layers (gate/up/down, q/k/v with grouped heads, RMSNorms) are not BERT's; its backend
+            // reads them from the safetensors itself (see `LocalEmbedder::load_with`).
+            return Err(ModelError::MissingTensor {
+                dir: files.dir.clone(),
+                name: format!(
+                    "encoder.layer.0.* (a {} folder has decoder layers: load it with embedkit_cpu::load_model)",
+                    config.architecture
+                ),
+            });
+        }
         let prefix = find_prefix(files)?;
         let h = config.hidden_size;
         let i_size = config.intermediate_size;
@@ -290,6 +301,9 @@ impl EncoderWeights {
                     output_norm: norm(&format!("{p}.output.LayerNorm"))?,
                 },
                 Architecture::ModernBert => unreachable!("returned at the top of load"),
+                Architecture::Qwen3 | Architecture::Qwen2 | Architecture::Mistral => {
+                    unreachable!("decoders returned at the top of load")
+                }
             };
             layers.push(layer);
         }
