@@ -7,13 +7,17 @@
 mod attention;
 mod int8;
 mod kernels;
+mod modernbert;
 mod panel;
+mod rotary;
 mod simd;
 
+pub use modernbert::ModernBertBackend;
 pub use simd::SimdLevel;
 
 use embedkit_model::{
-    Backend, BackendError, EncoderConfig, EncoderWeights, LayerNorm, Linear, TokenBatch,
+    Architecture, Backend, BackendError, EncoderConfig, EncoderWeights, LayerNorm, Linear,
+    SafetensorsFiles, TokenBatch,
 };
 use embedkit_model::{LocalEmbedder, ModelError};
 use gemm::Parallelism;
@@ -195,18 +199,51 @@ pub fn load_model(
     dir: &Path,
     options: &CpuOptions,
 ) -> Result<LocalEmbedder, ModelError> {
-    LocalEmbedder::load(name, dir, |config, weights| {
-        Ok(Box::new(CpuBackend::new(config, weights, options)?) as Box<dyn Backend>)
+    LocalEmbedder::load_with(name, dir, |config, files| {
+        load_backend(config, files, options)
     })
 }
 
-impl CpuBackend {
-    /// Builds the backend, taking ownership of the weights.
-    pub fn new(
-        config: &EncoderConfig,
-        weights: EncoderWeights,
-        options: &CpuOptions,
-    ) -> Result<Self, CpuError> {
+/// The CPU backend for `config`'s architecture, its weights read from `files`: [`ModernBertBackend`] for
+/// ModernBERT, [`CpuBackend`] for the BERT-shaped encoders.
+pub fn load_backend(
+    config: &EncoderConfig,
+    files: &SafetensorsFiles,
+    options: &CpuOptions,
+) -> Result<Box<dyn Backend>, ModelError> {
+    match config.architecture {
+        Architecture::ModernBert => Ok(Box::new(ModernBertBackend::load(config, files, options)?)),
+        Architecture::Qwen3 | Architecture::Qwen2 | Architecture::Mistral => {
+            Err(ModelError::Backend(
+                format!(
+                    "no CPU backend for {} decoders in this build",
+                    config.architecture
+                )
+                .into(),
+            ))
+        }
+        Architecture::Bert | Architecture::XlmRoberta | Architecture::MPNet => {
+            let weights = EncoderWeights::load(files, config)?;
+            let backend = CpuBackend::new(config, weights, options)
+                .map_err(|e| ModelError::Backend(Box::new(e)))?;
+            Ok(Box::new(backend))
+        }
+    }
+}
+
+/// What every CPU backend runs with: its worker pool, instruction set, int8 kernel and panel limit.
+pub(crate) struct Runtime {
+    pool: Arc<rayon::ThreadPool>,
+    threads: usize,
+    simd: SimdLevel,
+    compute: Compute,
+    vnni: bool,
+    panel_max_rows: usize,
+}
+
+impl Runtime {
+    /// The pool `options` give (or a new one of `threads`, else every core), the SIMD level and kernels.
+    pub(crate) fn new(options: &CpuOptions) -> Result<Self, CpuError> {
         let (pool, threads) = match &options.thread_pool {
             Some(pool) => (pool.clone(), pool.current_num_threads()),
             None => {
@@ -217,6 +254,97 @@ impl CpuBackend {
                 (Arc::new(new_thread_pool(threads)?), threads)
             }
         };
+        let simd = options
+            .simd
+            .map_or_else(SimdLevel::detect, SimdLevel::capped);
+        Ok(Self {
+            pool,
+            threads,
+            simd,
+            compute: options.compute,
+            // VNNI is an AVX-512 extension: a level capped below AVX-512 must not use it either.
+            vnni: int8::vnni_supported() && simd == SimdLevel::Avx512,
+            panel_max_rows: options.panel_max_rows.unwrap_or_else(|| {
+                std::env::var("EMBEDKIT_PANEL_MAX_ROWS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    // Panels match or beat gemm up to here on one thread (the `panel_vs_gemm_timing` test:
+                    // 0.91 vs 2.31 ms per MiniLM layer at 26 rows, 28.0 vs 28.8 ms at 832), with no repacking.
+                    .unwrap_or(1024)
+            }),
+        })
+    }
+
+    /// Fresh per-call state of a forward pass.
+    fn context(&self) -> ForwardContext {
+        ForwardContext {
+            parallelism: if self.threads > 1 {
+                Parallelism::Rayon(self.threads)
+            } else {
+                Parallelism::None
+            },
+            simd: self.simd,
+            panel_max_rows: self.panel_max_rows,
+            scratch: int8::QuantScratch::default(),
+            vnni: self.vnni,
+        }
+    }
+
+    /// [`Backend::name`]: the arithmetic, and whether int8 runs on VNNI.
+    fn name(&self) -> &'static str {
+        match self.compute {
+            Compute::F32 => "cpu-f32",
+            Compute::Int8 if self.vnni => "cpu-int8-vnni",
+            Compute::Int8 => "cpu-int8",
+        }
+    }
+
+    /// [`Backend::fingerprint`]: the VNNI and portable int8 paths compute identical integers, so they share one.
+    fn fingerprint(&self) -> String {
+        match self.compute {
+            Compute::F32 => "cpu-f32".into(),
+            Compute::Int8 => "cpu-int8".into(),
+        }
+    }
+}
+
+/// Checks that the batch's arrays agree; returns its token count.
+pub(crate) fn check_batch(batch: &TokenBatch<'_>) -> Result<usize, CpuError> {
+    let total: usize = batch.seq_lens.iter().sum();
+    if total != batch.input_ids.len() || batch.type_ids.len() != batch.input_ids.len() {
+        return Err(CpuError::MalformedBatch(format!(
+            "{} ids, {} type ids, sequence lengths summing to {total}",
+            batch.input_ids.len(),
+            batch.type_ids.len()
+        )));
+    }
+    if let Some(k) = batch.key_lens
+        && (k.len() != batch.seq_lens.len() || k.iter().zip(batch.seq_lens).any(|(&k, &l)| k > l))
+    {
+        return Err(CpuError::MalformedBatch(format!(
+            "{} key lengths for {} sequences, or one longer than its sequence",
+            k.len(),
+            batch.seq_lens.len()
+        )));
+    }
+    Ok(total)
+}
+
+impl CpuBackend {
+    /// Builds the backend, taking ownership of the weights.
+    pub fn new(
+        config: &EncoderConfig,
+        weights: EncoderWeights,
+        options: &CpuOptions,
+    ) -> Result<Self, CpuError> {
+        let Runtime {
+            pool,
+            threads,
+            simd,
+            compute: _,
+            vnni,
+            panel_max_rows,
+        } = Runtime::new(options)?;
         let h = config.hidden_size;
         let layers = weights
             .layers
@@ -241,9 +369,6 @@ impl CpuBackend {
                 }
             })
             .collect();
-        let simd = options
-            .simd
-            .map_or_else(SimdLevel::detect, SimdLevel::capped);
         Ok(Self {
             config: config.clone(),
             word_embeddings: weights.word_embeddings.data,
@@ -256,16 +381,8 @@ impl CpuBackend {
             threads,
             simd,
             compute: options.compute,
-            // VNNI is an AVX-512 extension: a level capped below AVX-512 must not use it either.
-            vnni: int8::vnni_supported() && simd == SimdLevel::Avx512,
-            panel_max_rows: options.panel_max_rows.unwrap_or_else(|| {
-                std::env::var("EMBEDKIT_PANEL_MAX_ROWS")
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-                    // Panels match or beat gemm up to here on one thread (the `panel_vs_gemm_timing` test:
-                    // 0.91 vs 2.31 ms per MiniLM layer at 26 rows, 28.0 vs 28.8 ms at 832), with no repacking.
-                    .unwrap_or(1024)
-            }),
+            vnni,
+            panel_max_rows,
         })
     }
 
@@ -338,24 +455,7 @@ impl CpuBackend {
     }
 
     fn run(&self, batch: &TokenBatch<'_>) -> Result<Vec<f32>, CpuError> {
-        let total: usize = batch.seq_lens.iter().sum();
-        if total != batch.input_ids.len() || batch.type_ids.len() != batch.input_ids.len() {
-            return Err(CpuError::MalformedBatch(format!(
-                "{} ids, {} type ids, sequence lengths summing to {total}",
-                batch.input_ids.len(),
-                batch.type_ids.len()
-            )));
-        }
-        if let Some(k) = batch.key_lens
-            && (k.len() != batch.seq_lens.len()
-                || k.iter().zip(batch.seq_lens).any(|(&k, &l)| k > l))
-        {
-            return Err(CpuError::MalformedBatch(format!(
-                "{} key lengths for {} sequences, or one longer than its sequence",
-                k.len(),
-                batch.seq_lens.len()
-            )));
-        }
+        let total = check_batch(batch)?;
         let cfg = &self.config;
         let (h, inter) = (cfg.hidden_size, cfg.intermediate_size);
         let mut fctx = ForwardContext {

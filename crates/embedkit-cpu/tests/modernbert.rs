@@ -1,0 +1,186 @@
+//! ModernBERT on the CPU engine against sentence-transformers: tiny random-weight copies of
+//! gte-modernbert-base (CLS pooling, hub-form config.json) and modernbert-embed-base (mean pooling, prompts,
+//! transformers-5 config.json), made by tools/make_tiny_modernbert.py. Their window is ±8 tokens, so the
+//! longer texts (up to 279 tokens) go through the sliding-window attention.
+
+mod common;
+
+use common::*;
+use embedkit_core::{Embedder, EncodeOptions};
+use embedkit_cpu::{Compute, CpuOptions};
+use embedkit_model::LocalEmbedder;
+
+fn expected() -> serde_json::Value {
+    read_json("tiny/modernbert-expected.json")
+}
+
+fn load(name: &str, compute: Compute, threads: usize) -> LocalEmbedder {
+    let dir = fixtures().join("tiny").join(name);
+    let options = CpuOptions {
+        compute,
+        threads: Some(threads),
+        ..Default::default()
+    };
+    embedkit_cpu::load_model(name, &dir, &options)
+        .unwrap_or_else(|e| panic!("loading {}: {e}", dir.display()))
+}
+
+/// Embeds the fixture texts and compares them with sentence-transformers' `want` at `min_cos`.
+fn check(
+    model: &LocalEmbedder,
+    what: &str,
+    options: EncodeOptions,
+    want: &serde_json::Value,
+    min_cos: f64,
+) {
+    let exp = expected();
+    let texts = strings(&exp["texts"]);
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let got = model
+        .embed(
+            &refs,
+            &EncodeOptions {
+                batch_size: Some(4),
+                ..options
+            },
+        )
+        .unwrap();
+    let rows: Vec<&[f32]> = got.iter().collect();
+    let rel_norm = if min_cos >= 0.9999 { 1e-4 } else { 1e-2 };
+    assert_rows_match(what, &texts, &rows, &matrix(want), min_cos, rel_norm);
+}
+
+/// Token ids (special tokens included) of every text with `prompt_name`, against the fixture's.
+fn check_ids(model: &LocalEmbedder, prompt_name: Option<&str>, want: &serde_json::Value) {
+    let exp = expected();
+    let texts = strings(&exp["texts"]);
+    let want = id_rows(want);
+    for (i, t) in texts.iter().enumerate() {
+        let got = model
+            .embed_tokens(
+                &[t.as_str()],
+                &EncodeOptions {
+                    prompt_name: prompt_name.map(str::to_string),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            got[0].token_ids, want[i],
+            "token ids of text {i} {t:?} ({prompt_name:?})"
+        );
+    }
+}
+
+#[test]
+fn gte_modernbert_cls_f32() {
+    let exp = expected();
+    let m = &exp["models"]["modernbert-gte"];
+    let model = load("modernbert-gte", Compute::F32, 2);
+    assert_eq!(model.dims(), 64);
+    assert_eq!(model.tokenizer().max_length(), 8192);
+    let info = model.info();
+    assert_eq!(info.architecture, "ModernBERT");
+    assert_eq!(info.pooling, "cls");
+    check_ids(&model, None, &m["token_ids"]);
+    check(
+        &model,
+        "gte f32",
+        EncodeOptions::default(),
+        &m["embeddings"],
+        0.9999,
+    );
+}
+
+#[test]
+fn modernbert_embed_mean_prompts_f32() {
+    let exp = expected();
+    let m = &exp["models"]["modernbert-embed"];
+    let model = load("modernbert-embed", Compute::F32, 1);
+    check_ids(&model, None, &m["token_ids"]);
+    check_ids(&model, Some("query"), &m["token_ids_prompt_query"]);
+    check(
+        &model,
+        "embed f32",
+        EncodeOptions::default(),
+        &m["embeddings"],
+        0.9999,
+    );
+    for prompt in ["query", "document"] {
+        check(
+            &model,
+            &format!("embed f32 prompt {prompt}"),
+            EncodeOptions {
+                prompt_name: Some(prompt.into()),
+                ..Default::default()
+            },
+            &m[format!("prompt_{prompt}")],
+            0.9999,
+        );
+    }
+}
+
+#[test]
+fn int8_stays_close() {
+    let exp = expected();
+    for name in ["modernbert-gte", "modernbert-embed"] {
+        let model = load(name, Compute::Int8, 2);
+        check(
+            &model,
+            &format!("{name} int8"),
+            EncodeOptions::default(),
+            &exp["models"][name]["embeddings"],
+            0.99,
+        );
+    }
+}
+
+#[test]
+fn a_text_alone_equals_it_in_a_batch() {
+    let exp = expected();
+    let texts = strings(&exp["texts"]);
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    for name in ["modernbert-gte", "modernbert-embed"] {
+        let model = load(name, Compute::F32, 2);
+        let batched = model
+            .embed(
+                &refs,
+                &EncodeOptions {
+                    batch_size: Some(32),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        for (i, t) in refs.iter().enumerate() {
+            let alone = model.embed(&[t], &EncodeOptions::default()).unwrap();
+            let d = max_abs_diff(alone.row(0), batched.row(i));
+            assert!(
+                d <= 1e-5,
+                "{name}: text {i}: alone vs batch of {} differ by {d}",
+                refs.len()
+            );
+        }
+    }
+}
+
+#[test]
+fn sliding_layers_follow_the_config() {
+    // The hub's global_attn_every_n_layers and transformers 5's layer_types give the same pattern.
+    let exp = expected();
+    for name in ["modernbert-gte", "modernbert-embed"] {
+        let model = load(name, Compute::F32, 1);
+        let mb = model
+            .config()
+            .modernbert
+            .clone()
+            .expect("a ModernBERT config");
+        let want: Vec<bool> = exp["models"][name]["sliding_layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_bool().unwrap())
+            .collect();
+        assert_eq!(mb.sliding_layers, want, "{name}");
+        assert_eq!(mb.window, 8, "{name}");
+    }
+}
