@@ -107,6 +107,15 @@ impl LocalEmbedder {
                 what: "config.json".into(),
             });
         }
+        // A classifier's encoder pooled as a bi-encoder gives vectors that mean nothing (cosine ≈ 1 for all).
+        if let Some(architecture) =
+            crate::cross_encoder::sequence_classification_class(&config_path)?
+        {
+            return Err(ModelError::IsCrossEncoder {
+                path: dir.to_path_buf(),
+                architecture,
+            });
+        }
         let config = EncoderConfig::from_file(&config_path)?;
         let files = SafetensorsFiles::open_dir(&tdir)?;
         let parameters = files.num_parameters();
@@ -554,7 +563,7 @@ fn check_projection(head: &ColbertHead, config: &EncoderConfig) -> Result<(), Mo
     Ok(())
 }
 
-fn dir_size(dir: &Path) -> u64 {
+pub(crate) fn dir_size(dir: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };

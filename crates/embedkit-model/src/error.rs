@@ -59,6 +59,42 @@ pub enum ModelError {
         /// Its model_type.
         model_type: String,
     },
+    /// The folder is a cross-encoder (a sequence-classification model): it scores pairs, it makes no vectors.
+    #[error(
+        "'{path}' is a cross-encoder ({architecture}): it scores (query, document) pairs and gives no \
+         embeddings — use `embedkit rerank --model …` (or the server's /rerank and /predict)"
+    )]
+    IsCrossEncoder {
+        /// The model folder.
+        path: PathBuf,
+        /// config.json's class.
+        architecture: String,
+    },
+    /// A cross-encoder was asked for, but config.json names no `*ForSequenceClassification` class.
+    #[error(
+        "'{path}' is not a cross-encoder: its architectures are [{architectures}], none a \
+         *ForSequenceClassification (supported: BertForSequenceClassification, \
+         XLMRobertaForSequenceClassification, RobertaForSequenceClassification, \
+         CamembertForSequenceClassification, ModernBertForSequenceClassification)"
+    )]
+    NotCrossEncoder {
+        /// config.json.
+        path: PathBuf,
+        /// Its `architectures`, joined.
+        architectures: String,
+    },
+    /// config.json names a sequence-classification class embedkit has no head for.
+    #[error(
+        "'{path}': unsupported cross-encoder architecture '{architecture}' (supported: \
+         BertForSequenceClassification, XLMRobertaForSequenceClassification, RobertaForSequenceClassification, \
+         CamembertForSequenceClassification, ModernBertForSequenceClassification)"
+    )]
+    UnsupportedCrossEncoder {
+        /// config.json.
+        path: PathBuf,
+        /// The class.
+        architecture: String,
+    },
     /// A config field is missing or has an unusable value.
     #[error("'{path}': field '{field}' {message}")]
     Config {

@@ -10,6 +10,8 @@ mod backend;
 mod batch;
 mod colbert;
 mod config;
+mod cross_encoder;
+mod cross_head;
 mod decoder;
 mod embedder;
 mod error;
@@ -24,6 +26,10 @@ pub use backend::{Backend, BackendError, TokenBatch};
 pub use batch::plan_batches;
 pub use colbert::{ColbertHead, ColbertLayout};
 pub use config::{Activation, Architecture, DecoderConfig, EncoderConfig, ModernBertConfig};
+pub use cross_encoder::{
+    CrossEncoder, CrossEncoderInfo, PredictOptions, Ranked, sequence_classification_class,
+};
+pub use cross_head::{ClassificationHead, HeadPooling, SUPPORTED_CROSS_ENCODERS, activation_name};
 pub use embedder::{DEFAULT_BATCH_SIZE, LocalEmbedder, ModelInfo};
 pub use error::ModelError;
 pub use layout::{DenseActivation, PostPoolingStep, SentenceTransformerLayout};
