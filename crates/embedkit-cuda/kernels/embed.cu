@@ -21,9 +21,10 @@ __device__ void embed_ln(const unsigned* ids, const unsigned* type_ids, const in
   }
   const long long pos = t - cu_seqlens[lo] + pos_offset;
   const long long id = ids[t];
-  // Out-of-range type ids fall back to type 0, as the CPU backend does.
+  // Out-of-range type ids are clamped to the last type, as the CPU backend does (single-sequence input is
+  // all type 0 anyway).
   unsigned ty = type_ids[t];
-  if (ty >= (unsigned)type_vocab) ty = 0;
+  if (type_vocab > 0 && ty >= (unsigned)type_vocab) ty = type_vocab - 1;
   float v[EK_MAX_PER_THREAD];
 #pragma unroll
   for (int k = 0; k < EK_MAX_PER_THREAD; ++k) {

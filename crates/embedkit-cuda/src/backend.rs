@@ -5,6 +5,7 @@
 //! line of it has executed against a device. `scripts/gpu-check` is the first run; see docs/GPU.md.
 
 use crate::plan::{self, BatchLayout, BufferSizes};
+use crate::weights::{DeviceLinear, DeviceModel, DeviceNorm};
 use crate::{CudaDevice, CudaError, DType, kernels};
 use cudarc::cublaslt::{CudaBlasLT, Matmul, MatmulShared, Workspace, sys as blas};
 use cudarc::driver::{
@@ -12,7 +13,7 @@ use cudarc::driver::{
     PushKernelArg, ValidAsZeroBits,
 };
 use embedkit_model::{
-    Activation, Backend, BackendError, EncoderConfig, EncoderWeights, LayerNorm, Linear, TokenBatch,
+    Activation, Backend, BackendError, EncoderConfig, EncoderWeights, TokenBatch,
 };
 use half::{bf16, f16};
 use std::path::PathBuf;
@@ -101,38 +102,6 @@ impl Kernels {
     }
 }
 
-struct DeviceLinear<T> {
-    weight: CudaSlice<T>,
-    bias: CudaSlice<T>,
-    n: usize,
-    k: usize,
-}
-
-struct DeviceNorm {
-    gamma: CudaSlice<f32>,
-    beta: CudaSlice<f32>,
-}
-
-struct DeviceLayer<T> {
-    qkv: DeviceLinear<T>,
-    attention_output: DeviceLinear<T>,
-    attention_norm: DeviceNorm,
-    intermediate: DeviceLinear<T>,
-    output: DeviceLinear<T>,
-    output_norm: DeviceNorm,
-}
-
-/// The model's weights on the device (shared by the workers; read-only after loading).
-struct DeviceModel<T> {
-    word: CudaSlice<T>,
-    position: CudaSlice<T>,
-    token_type: Option<CudaSlice<T>>,
-    embedding_norm: DeviceNorm,
-    layers: Vec<DeviceLayer<T>>,
-    /// MPNet's `[buckets, heads]` table, on the host: the per-batch distance table is built from it.
-    relative_table: Option<Vec<f32>>,
-}
-
 /// A worker's device buffers, grown to the largest batch seen.
 struct Buffers<T> {
     tokens: usize,
@@ -185,65 +154,6 @@ pub struct CudaBackend {
 /// A launch's pointer argument that may be absent (`nullptr` in the kernel).
 const NULL: u64 = 0;
 
-fn upload<T: Storage>(
-    stream: &Arc<CudaStream>,
-    kernels: &Kernels,
-    data: &[f32],
-) -> Result<CudaSlice<T>, CudaError> {
-    // Uploaded as f32 and narrowed on the device by `from_f32` (round to nearest even, as torch's .half()).
-    let staging = stream
-        .clone_htod(data)
-        .map_err(CudaError::driver("uploading weights"))?;
-    let mut out = stream
-        .alloc_zeros::<T>(data.len().max(1))
-        .map_err(CudaError::driver("allocating weights"))?;
-    let n = data.len() as i64;
-    let mut launch = stream.launch_builder(&kernels.from_f32);
-    launch.arg(&staging).arg(&mut out).arg(&n);
-    // SAFETY: `from_f32(const float*, T*, long long)` with `n` elements in both buffers.
-    unsafe { launch.launch(plan::elementwise_launch(data.len())) }
-        .map_err(CudaError::driver("narrowing weights"))?;
-    Ok(out)
-}
-
-fn upload_f32(stream: &Arc<CudaStream>, data: &[f32]) -> Result<CudaSlice<f32>, CudaError> {
-    stream
-        .clone_htod(data)
-        .map_err(CudaError::driver("uploading weights"))
-}
-
-fn upload_norm(stream: &Arc<CudaStream>, n: &LayerNorm) -> Result<DeviceNorm, CudaError> {
-    Ok(DeviceNorm {
-        gamma: upload_f32(stream, &n.weight.data)?,
-        beta: upload_f32(stream, &n.bias.data)?,
-    })
-}
-
-fn upload_linear<T: Storage>(
-    stream: &Arc<CudaStream>,
-    kernels: &Kernels,
-    parts: &[&Linear],
-) -> Result<DeviceLinear<T>, CudaError> {
-    // Several linears with the same input are stacked into one (Q, K and V: one GEMM). A missing bias is 0.
-    let k = parts[0].weight.shape[1];
-    let mut weight = Vec::new();
-    let mut bias = Vec::new();
-    for l in parts {
-        let n = l.weight.shape[0];
-        weight.extend_from_slice(&l.weight.data);
-        match &l.bias {
-            Some(b) => bias.extend_from_slice(&b.data),
-            None => bias.extend(std::iter::repeat_n(0.0, n)),
-        }
-    }
-    Ok(DeviceLinear {
-        n: bias.len(),
-        k,
-        weight: upload(stream, kernels, &weight)?,
-        bias: upload(stream, kernels, &bias)?,
-    })
-}
-
 impl<T: Storage> Engine<T>
 where
     StrictBlas: Matmul<T>,
@@ -258,32 +168,7 @@ where
     ) -> Result<Self, CudaError> {
         let kernels = Kernels::load(module, dtype)?;
         let stream = ctx.default_stream();
-        let layers = weights
-            .layers
-            .iter()
-            .map(|l| {
-                Ok(DeviceLayer {
-                    qkv: upload_linear(&stream, &kernels, &[&l.query, &l.key, &l.value])?,
-                    attention_output: upload_linear(&stream, &kernels, &[&l.attention_output])?,
-                    attention_norm: upload_norm(&stream, &l.attention_norm)?,
-                    intermediate: upload_linear(&stream, &kernels, &[&l.intermediate])?,
-                    output: upload_linear(&stream, &kernels, &[&l.output])?,
-                    output_norm: upload_norm(&stream, &l.output_norm)?,
-                })
-            })
-            .collect::<Result<Vec<_>, CudaError>>()?;
-        let model = DeviceModel {
-            word: upload(&stream, &kernels, &weights.word_embeddings.data)?,
-            position: upload(&stream, &kernels, &weights.position_embeddings.data)?,
-            token_type: weights
-                .token_type_embeddings
-                .as_ref()
-                .map(|t| upload(&stream, &kernels, &t.data))
-                .transpose()?,
-            embedding_norm: upload_norm(&stream, &weights.embedding_norm)?,
-            layers,
-            relative_table: weights.relative_attention_bias.map(|t| t.data),
-        };
+        let model = DeviceModel::upload(&stream, &kernels.from_f32, weights)?;
         stream
             .synchronize()
             .map_err(CudaError::driver("uploading weights"))?;

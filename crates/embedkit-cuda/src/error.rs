@@ -5,7 +5,7 @@
 pub enum CudaError {
     /// libcuda (the driver's library) cannot be opened: no NVIDIA driver here.
     #[error(
-        "no NVIDIA driver: libcuda.so.1 cannot be loaded (install the NVIDIA driver, or use --device cpu or auto)"
+        "no NVIDIA driver: libcuda.so.1 cannot be loaded (install the NVIDIA driver, or run on the cpu or auto device)"
     )]
     NoDriver,
     /// The driver is there but reports no usable device (or not the one asked for).

@@ -17,6 +17,7 @@ mod error;
 pub mod kernels;
 pub mod plan;
 pub mod probe;
+mod weights;
 
 pub use backend::{CudaBackend, CudaOptions, Storage};
 pub use device::{CudaDevice, DType, Device};

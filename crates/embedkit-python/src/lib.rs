@@ -5,6 +5,7 @@
 //! precision, 1-D output for one string) live in the pure-Python `embedkit/__init__.py`, which wraps
 //! [`model::Model`]; everything that touches vectors in bulk stays here.
 
+mod device;
 mod errors;
 mod model;
 mod vectors;

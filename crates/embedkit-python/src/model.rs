@@ -48,6 +48,8 @@ pub fn resolve_threads(threads: Option<usize>) -> PyResult<usize> {
 struct Spec {
     name: String,
     compute: Compute,
+    /// cpu, auto or cuda[:N]; what `auto` became is in [`Loaded::device`].
+    device: embedkit_cuda::Device,
     threads: usize,
     cache: Option<String>,
     base_url: Option<String>,
@@ -64,12 +66,15 @@ struct Loaded {
     local: Option<Arc<LocalEmbedder>>,
     /// Tokenization and the forward pass both run here, so a model uses exactly its threads.
     pool: Option<Arc<rayon::ThreadPool>>,
+    /// Where the forward pass runs: `cpu` or `cuda:N`.
+    device: String,
 }
 
 impl Loaded {
     fn load(spec: &Spec) -> PyResult<Loaded> {
         let mut local = None;
         let mut pool = None;
+        let mut device = "cpu".to_string();
         let embedder: Arc<dyn Embedder> = match parse_spec(&spec.name) {
             Some((provider, _)) => {
                 let config = ProviderConfig {
@@ -101,10 +106,15 @@ impl Loaded {
                     thread_pool: Some(threads.clone()),
                     ..CpuOptions::default()
                 };
-                let model = Arc::new(
-                    embedkit_cpu::load_model(&spec.name, &dir, &options)
+                let model = match crate::device::choose(spec.device, spec.compute)? {
+                    Some(gpu) => {
+                        device = format!("cuda:{}", gpu.ordinal);
+                        crate::device::load(&spec.name, &dir, gpu, &sources.home)?
+                    }
+                    None => embedkit_cpu::load_model(&spec.name, &dir, &options)
                         .map_err(|e| from_model(&spec.name, e))?,
-                );
+                };
+                let model = Arc::new(model);
                 pool = Some(threads);
                 local = Some(model.clone());
                 model
@@ -127,6 +137,7 @@ impl Loaded {
             embedder,
             local,
             pool,
+            device,
         })
     }
 
@@ -207,7 +218,7 @@ impl Model {
     /// Loads a model: a catalog name, a folder, `hf:org/name[@revision]`, or an API model (`openai:NAME`,
     /// `azure:DEPLOYMENT`, `cohere:NAME`, `voyage:NAME`); `cache` is a folder or a `redis://` URL.
     #[new]
-    #[pyo3(signature = (name, compute="f32", threads=None, cache=None, base_url=None))]
+    #[pyo3(signature = (name, compute="f32", threads=None, cache=None, base_url=None, device="cpu"))]
     fn new(
         py: Python<'_>,
         name: String,
@@ -215,11 +226,13 @@ impl Model {
         threads: Option<usize>,
         cache: Option<String>,
         base_url: Option<String>,
+        device: &str,
     ) -> PyResult<Self> {
         let compute: Compute = compute.parse().map_err(PyValueError::new_err)?;
         let spec = Spec {
             name,
             compute,
+            device: device.parse().map_err(PyValueError::new_err)?,
             threads: resolve_threads(threads)?,
             cache,
             base_url,
@@ -235,6 +248,12 @@ impl Model {
     #[getter]
     fn name(&self) -> String {
         self.spec.name.clone()
+    }
+
+    /// Where the model computes: `cpu` or `cuda:N` (what `auto` chose).
+    #[getter]
+    fn device(&self) -> PyResult<String> {
+        Ok(self.current()?.device.clone())
     }
 
     /// Threads the model computes with.

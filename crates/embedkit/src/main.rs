@@ -19,6 +19,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use embedkit_core::{Embedder, Embeddings, EncodeOptions, Metric, similarity_matrix, top_k};
 use embedkit_cpu::{Compute, CpuOptions};
+use embedkit_cuda::Device;
 use embedkit_model::LocalEmbedder;
 use embedkit_sources::SourceConfig;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -144,6 +145,9 @@ struct SearchCmd {
     /// Worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// Where the query model runs: cpu, cuda[:N] or auto (see `embed --help`).
+    #[arg(long, default_value = "cpu", value_name = "cpu|auto|cuda[:N]")]
+    device: Device,
     #[command(flatten)]
     encode: EncodeArgs,
     #[command(flatten)]
@@ -163,6 +167,10 @@ struct ModelArgs {
     /// Linear-layer arithmetic: f32 (exact) or int8 (dynamically quantized, faster; cosine ≥ 0.99 to f32).
     #[arg(long, default_value = "f32")]
     compute: Compute,
+    /// Where the model runs: cpu, cuda[:N] (an NVIDIA GPU; +f16, +bf16 or +f32, f16 by default) or auto (the
+    /// GPU when one can be used, else the CPU).
+    #[arg(long, default_value = "cpu", value_name = "cpu|auto|cuda[:N]")]
+    device: Device,
     #[command(flatten)]
     api: providers_cli::ApiArgs,
 }
@@ -287,6 +295,9 @@ struct BenchArgs {
     /// Linear-layer arithmetic: f32 or int8.
     #[arg(long, default_value = "f32")]
     compute: Compute,
+    /// Where the models run: cpu, cuda[:N] or auto (see `embed --help`).
+    #[arg(long, default_value = "cpu", value_name = "cpu|auto|cuda[:N]")]
+    device: Device,
     /// Corpus, one text per line (default: the built-in 2,000 news sentences).
     #[arg(long, short, value_name = "FILE")]
     input: Option<String>,
@@ -354,6 +365,7 @@ fn run(cli: Cli) -> Result<()> {
                     model,
                     threads: args.threads,
                     compute,
+                    device: args.device,
                     api: Default::default(),
                 },
                 quiet,
@@ -386,6 +398,7 @@ fn run(cli: Cli) -> Result<()> {
                             model: model.to_string(),
                             threads,
                             compute,
+                            device: Device::Cpu,
                             api: api.clone(),
                         },
                         quiet,
@@ -427,7 +440,44 @@ fn source_config(quiet: bool) -> SourceConfig {
 }
 
 fn load_model(args: &ModelArgs, quiet: bool) -> Result<LocalEmbedder> {
-    let dir = embedkit_sources::resolve(&args.model, &source_config(quiet))?;
+    // The device is checked before anything is fetched: `--device cuda` without a GPU fails at once.
+    let gpu = match args.device {
+        Device::Cpu => None,
+        Device::Cuda(d) => {
+            embedkit_cuda::probe::require(d.ordinal)
+                .with_context(|| format!("--device {}", args.device))?;
+            Some(d)
+        }
+        Device::Auto(d) => embedkit_cuda::probe::available(d.ordinal).then_some(d),
+    };
+    if gpu.is_some() && args.compute != Compute::F32 {
+        bail!(
+            "--compute is for the CPU; on a GPU choose the type with --device cuda+f16|+bf16|+f32"
+        );
+    }
+    let cfg = source_config(quiet);
+    let dir = embedkit_sources::resolve(&args.model, &cfg)?;
+    if let Some(device) = gpu {
+        let options = embedkit_cuda::CudaOptions {
+            device,
+            workers: 1,
+            cache_dir: Some(cfg.home.join("cuda")),
+        };
+        match embedkit_cuda::load_model(&args.model, &dir, &options) {
+            Ok(model) => return Ok(model),
+            // auto: a model the GPU backend does not run (or a GPU that fails) falls back to the CPU.
+            Err(e) if matches!(args.device, Device::Auto(_)) => {
+                if !quiet {
+                    eprintln!("warning: --device auto: {e}; running on the CPU");
+                }
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e)).with_context(|| {
+                    format!("cannot load model '{}' on {}", args.model, args.device)
+                });
+            }
+        }
+    }
     let options = CpuOptions {
         threads: args.threads,
         compute: args.compute,
@@ -481,6 +531,7 @@ fn models(command: ModelsCommand, quiet: bool) -> Result<()> {
                     model,
                     threads: Some(1),
                     compute: Compute::F32,
+                    device: Device::Cpu,
                     api: Default::default(),
                 },
                 quiet,
@@ -854,6 +905,7 @@ fn bench(args: BenchArgs, quiet: bool) -> Result<()> {
                 model: spec.clone(),
                 threads: args.threads,
                 compute: args.compute,
+                device: args.device,
                 api: Default::default(),
             },
             quiet,

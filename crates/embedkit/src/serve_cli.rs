@@ -30,6 +30,9 @@ pub struct ServeArgs {
     /// Linear-layer arithmetic: f32 (exact) or int8.
     #[arg(long, default_value = "f32")]
     compute: Compute,
+    /// Where the models run: cpu, cuda[:N] (+f16, +bf16 or +f32) or auto (see `embed --help`).
+    #[arg(long, default_value = "cpu", value_name = "cpu|auto|cuda[:N]")]
+    device: embedkit_cuda::Device,
     /// Tokens per forward pass, summed over the requests batched together.
     #[arg(long, default_value_t = 16384)]
     max_batch_tokens: usize,
@@ -96,6 +99,7 @@ pub fn run_serve(args: ServeArgs, quiet: bool) -> Result<()> {
                 model: spec.clone(),
                 threads: args.threads,
                 compute: args.compute,
+                device: args.device,
                 api: Default::default(),
             },
             quiet,

@@ -41,7 +41,9 @@ class SentenceTransformer:
         model_name_or_path: a catalog name (``all-MiniLM-L6-v2``), a model folder in the
             sentence-transformers layout, ``hf:org/name[@revision]``, or an API model
             (``openai:text-embedding-3-small``, ``azure:DEPLOYMENT``, ``cohere:NAME``, ``voyage:NAME``).
-        device: ``"cpu"`` (or ``None``/``"auto"``, which mean the CPU in this build).
+        device: ``"cpu"`` (the default), ``"cuda"``/``"cuda:N"`` (an NVIDIA GPU; ``"cuda+bf16"`` or ``"cuda+f32"``
+            for another type than f16; a ``RuntimeError`` says what is missing when no GPU can be used), or
+            ``"auto"``/``None`` (the GPU when one can be used, else the CPU).
         truncate_dim: keep the first N dimensions of every embedding (after the model's own normalization,
             as sentence-transformers does; not renormalized).
         compute: linear-layer arithmetic, ``"f32"`` (exact) or ``"int8"`` (faster, cosine >= 0.99 to f32).
@@ -64,10 +66,8 @@ class SentenceTransformer:
         similarity_fn_name: Optional[str] = None,
         base_url: Optional[str] = None,
     ) -> None:
-        if device not in (None, "cpu", "auto"):
-            raise ValueError(
-                f"device {device!r}: this build of embedkit computes on the CPU only (use device='cpu')"
-            )
+        if device is not None and not isinstance(device, str):
+            raise TypeError(f"device must be a string such as 'cpu' or 'cuda:0', not {type(device).__name__}")
         if truncate_dim is not None and truncate_dim < 1:
             raise ValueError(f"truncate_dim must be at least 1, not {truncate_dim}")
         os.fspath(model_name_or_path)  # a TypeError for anything that is not a str or path
@@ -84,7 +84,12 @@ class SentenceTransformer:
             "base_url": base_url,
         }
         self._model = _embedkit.Model(
-            os.fspath(model_name_or_path), compute=compute, threads=threads, cache=cache, base_url=base_url
+            os.fspath(model_name_or_path),
+            compute=compute,
+            threads=threads,
+            cache=cache,
+            base_url=base_url,
+            device="auto" if device is None else device,
         )
         info = self._model.info()
         self.truncate_dim: Optional[int] = truncate_dim
@@ -133,8 +138,8 @@ class SentenceTransformer:
     # -- attributes sentence-transformers users read ------------------------------------------------------
     @property
     def device(self) -> str:
-        """Where the model computes: always ``"cpu"`` in this build."""
-        return "cpu"
+        """Where the model computes: ``"cpu"`` or ``"cuda:N"`` (what ``"auto"`` chose)."""
+        return self._model.device
 
     @property
     def threads(self) -> int:
@@ -191,9 +196,10 @@ class SentenceTransformer:
         return self._max_seq_length
 
     def to(self, device: Optional[str] = None, *args: Any, **kwargs: Any) -> "SentenceTransformer":
-        """A no-op for ``"cpu"`` (kept so that code written for sentence-transformers runs unchanged)."""
-        if device not in (None, "cpu", "auto"):
-            raise ValueError(f"device {device!r}: this build of embedkit computes on the CPU only")
+        """A no-op for the model's own device (kept so that code written for sentence-transformers runs
+        unchanged); moving a loaded model is not supported: load it with ``device=`` instead."""
+        if device not in (None, "auto", self.device) and not (device == "cuda" and self.device == "cuda:0"):
+            raise ValueError(f"device {device!r}: this model is on {self.device}; load it with device={device!r}")
         return self
 
     def eval(self) -> "SentenceTransformer":
@@ -245,8 +251,8 @@ class SentenceTransformer:
         ``normalize_embeddings`` L2-normalizes after ``truncate_dim`` cuts, ``output_value="token_embeddings"``
         gives one (tokens, hidden) array per text, ``output_value=None`` a dict per text.
         """
-        if device not in (None, "cpu", "auto"):
-            raise ValueError(f"device {device!r}: this build of embedkit computes on the CPU only")
+        if device not in (None, "auto", self.device) and not (device == "cuda" and self.device == "cuda:0"):
+            raise ValueError(f"device {device!r}: this model is on {self.device}; load it with device={device!r}")
         inputs = _inputs_argument(inputs, kwargs)
         unknown = set(kwargs) - {"pool", "chunk_size", "task"}
         if unknown:
