@@ -68,6 +68,21 @@ impl Canary {
         Ok(c)
     }
 
+    /// The vector-changing options it was recorded with, as encode options (`compute` is not one: it is the
+    /// engine's setting, and a different one is what the check should catch).
+    pub fn encode_options(&self) -> embedkit_core::EncodeOptions {
+        let get = |k: &str| self.options.get(k).cloned();
+        let number = |k: &str| get(k).and_then(|v| v.parse().ok());
+        embedkit_core::EncodeOptions {
+            prompt: get("prompt"),
+            prompt_name: get("prompt_name"),
+            truncate_dim: number("truncate_dim"),
+            max_length: number("max_length"),
+            normalize: get("normalize").and_then(|v| v.parse().ok()),
+            ..Default::default()
+        }
+    }
+
     /// Compares freshly embedded vectors of the same texts with the recorded ones.
     pub fn check(&self, vectors: &[Vec<f32>], min_cosine: f64) -> CanaryCheck {
         let mut reasons = Vec::new();

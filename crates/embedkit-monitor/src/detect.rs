@@ -9,7 +9,7 @@
 use crate::DriftError;
 use crate::centroid::centroid_test;
 use crate::classifier::{ClassifierOptions, domain_classifier};
-use crate::cluster::{ClusterShift, cluster_shift};
+use crate::cluster::{ClusterShift, assign_to, cluster_shift, compare_shares};
 use crate::ks::ks_test;
 use crate::mmd::KernelMatrix;
 use crate::permutation::{min_p, relabellings};
@@ -100,6 +100,9 @@ pub struct DriftOptions {
     pub novel: usize,
     /// Compute the 2-D projection of both samples for the report's plot.
     pub projection: bool,
+    /// Fixed cluster centres (`k × dims` row-major, e.g. a profile's) for the cluster report instead of k-means of
+    /// the reference: the same clusters in every check, so their shares can be followed over time.
+    pub centres: Option<Vec<f32>>,
 }
 
 impl Default for DriftOptions {
@@ -116,6 +119,7 @@ impl Default for DriftOptions {
             clusters: 16,
             novel: 10,
             projection: true,
+            centres: None,
         }
     }
 }
@@ -182,9 +186,13 @@ pub fn detect(
     let gather = |e: &Embeddings, idx: &[usize]| -> Vec<f32> {
         idx.iter().flat_map(|&i| e.row(i).iter().copied()).collect()
     };
-    let x = gather(reference, &rx);
-    let y = gather(current, &ry);
+    let mut x = gather(reference, &rx);
+    let mut y = gather(current, &ry);
     let (nx, ny) = (rx.len(), ry.len());
+    let dead = dead_dimensions(&x, &y, d);
+    for row in x.chunks_exact_mut(d).chain(y.chunks_exact_mut(d)) {
+        dead.iter().for_each(|&j| row[j] = 0.0);
+    }
     let mut methods = BTreeMap::new();
     let mut novel = Vec::new();
     let mut emptied = Vec::new();
@@ -254,6 +262,7 @@ pub fn detect(
                     ("dims_rejected_bonferroni".to_string(), count(&r.bonferroni)),
                     ("dims_rejected_bh".to_string(), count(&r.bh)),
                     ("dims".to_string(), d as f64),
+                    ("dims_dead".to_string(), dead.len() as f64),
                     ("simes_p_value".to_string(), r.simes),
                 ]);
                 (
@@ -272,8 +281,15 @@ pub fn detect(
     }
     let p_value = min_p(&nulls.iter().collect::<Vec<_>>());
     let drift = p_value < opts.alpha && methods.values().any(|m| m.drift);
-    let clusters = (opts.clusters > 0).then(|| {
-        let mut c = cluster_shift(&x, nx, &y, ny, d, opts.clusters, opts.seed);
+    let given = opts.centres.as_ref().filter(|c| !c.is_empty());
+    let clusters = (opts.clusters > 0 || given.is_some()).then(|| {
+        let mut c = match given {
+            Some(centres) => {
+                let ax = assign_to(&x, nx, d, centres);
+                compare_shares(&x, nx, &ax, &y, ny, d, centres.clone())
+            }
+            None => cluster_shift(&x, nx, &y, ny, d, opts.clusters, opts.seed),
+        };
         // Report reference rows as the caller numbered them.
         for cl in &mut c.clusters {
             cl.central.iter_mut().for_each(|i| *i = rx[*i]);
@@ -296,6 +312,35 @@ pub fn detect(
             Vec::new()
         },
     })
+}
+
+/// Dimensions without spread: pooled standard deviation at most 1e-6 of the median dimension's. Their values
+/// are numerical residue (all-MiniLM-L6-v2 has three, at ~1e-33 and ~1e-8) that float16 storage flushes to
+/// zero and another summation order changes; KS would call that a perfect separation and the classifier's
+/// standardization would blow it up. They are set to zero in both samples: they carry no similarity anyway.
+fn dead_dimensions(x: &[f32], y: &[f32], d: usize) -> Vec<usize> {
+    let n = (x.len() + y.len()) / d.max(1);
+    if n < 2 || d == 0 {
+        return Vec::new();
+    }
+    let mut sum = vec![0.0f64; d];
+    let mut sq = vec![0.0f64; d];
+    for row in x.chunks_exact(d).chain(y.chunks_exact(d)) {
+        for (j, &v) in row.iter().enumerate() {
+            sum[j] += v as f64;
+            sq[j] += (v as f64) * (v as f64);
+        }
+    }
+    let std: Vec<f64> = (0..d)
+        .map(|j| {
+            let mu = sum[j] / n as f64;
+            (sq[j] / n as f64 - mu * mu).max(0.0).sqrt()
+        })
+        .collect();
+    let mut sorted = std.clone();
+    sorted.sort_by(f64::total_cmp);
+    let floor = 1e-6 * sorted[d / 2];
+    (0..d).filter(|&j| std[j] <= floor).collect()
 }
 
 fn rank(w: &[f64], original: &[usize], k: usize, descending: bool) -> Vec<WitnessRow> {
@@ -340,6 +385,15 @@ fn validate(
         return Err(DriftError::InvalidOption(
             "max_samples must be at least 2".into(),
         ));
+    }
+    if let Some(c) = &opts.centres
+        && c.len() % reference.dims().max(1) != 0
+    {
+        return Err(DriftError::InvalidOption(format!(
+            "{} centre values are not whole rows of {} dimensions",
+            c.len(),
+            reference.dims()
+        )));
     }
     if reference.dims() != current.dims() {
         return Err(DriftError::DimsMismatch {

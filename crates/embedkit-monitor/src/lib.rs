@@ -9,6 +9,7 @@
 //! * What drifted: the MMD witness function ranks the current vectors the reference explains worst, and
 //!   [`cluster`] compares the shares of k-means clusters of the reference before and after.
 //! * [`canary`]: recorded texts and vectors that must come back unchanged from the same model and options.
+//! * [`profile`]: a saved reference (sample, cluster centres, canary) for later checks, e.g. by the server.
 //!
 //! Every statistic is checked against numpy / scipy / scikit-learn on the fixtures of
 //! `tools/make_drift_fixtures.py`; the calibration (200 no-drift trials) and power on real Debian package
@@ -33,6 +34,7 @@ pub mod ks;
 pub mod logistic;
 pub mod mmd;
 pub mod permutation;
+pub mod profile;
 pub mod projection;
 pub mod report;
 pub mod rng;
@@ -40,6 +42,7 @@ pub mod stats;
 
 pub use canary::{Canary, CanaryCheck};
 pub use detect::{DriftOptions, DriftReport, Method, MethodResult, WitnessRow, detect};
+pub use profile::{Profile, ProfileMeta};
 
 /// Why a drift test or canary could not run.
 #[derive(Debug, thiserror::Error)]

@@ -22,6 +22,59 @@ pub fn write_report(dir: &Path, json: &Value, report: &DriftReport) -> std::io::
     Ok(())
 }
 
+/// The `embedkit drift --json` document of a report: verdict, methods, clusters, cluster shift, novel and
+/// emptied rows. Where a sample was given as texts, `reference_texts` / `current_texts` (indexed like the
+/// samples given to [`crate::detect`]) name the clusters and rows.
+pub fn to_json(
+    r: &DriftReport,
+    reference_texts: Option<&[String]>,
+    current_texts: Option<&[String]>,
+) -> Value {
+    use serde_json::json;
+    let text_of = |t: Option<&[String]>, i: usize| t.and_then(|t| t.get(i)).cloned();
+    let methods: serde_json::Map<String, Value> = r
+        .methods
+        .iter()
+        .map(|(k, m)| {
+            (
+                k.clone(),
+                json!({"p_value": m.p_value, "statistic": m.statistic, "drift": m.drift, "details": m.details}),
+            )
+        })
+        .collect();
+    let clusters: Vec<Value> = r.clusters.as_ref().map_or_else(Vec::new, |c| {
+        c.clusters
+            .iter()
+            .map(|cl| {
+                let names: Vec<String> = cl
+                    .central
+                    .iter()
+                    .filter_map(|&i| text_of(reference_texts, i))
+                    .collect();
+                json!({"id": cl.id, "reference_share": cl.reference_share, "current_share": cl.current_share,
+                       "central": cl.central, "names": names})
+            })
+            .collect()
+    });
+    let rows = |v: &[crate::WitnessRow], t: Option<&[String]>| -> Vec<Value> {
+        v.iter()
+            .map(|w| json!({"index": w.index, "witness": w.witness, "text": text_of(t, w.index)}))
+            .collect()
+    };
+    json!({
+        "drift": r.drift,
+        "p_value": r.p_value,
+        "alpha": r.alpha,
+        "rows": {"reference": r.rows.0, "current": r.rows.1},
+        "sampled": {"reference": r.sampled.0, "current": r.sampled.1},
+        "methods": methods,
+        "clusters": clusters,
+        "cluster_shift": r.clusters.as_ref().map(|c| json!({"hellinger": c.hellinger, "chi2": c.chi2, "p_value": c.chi2_p_value})),
+        "novel": rows(&r.novel, current_texts),
+        "emptied": rows(&r.emptied, reference_texts),
+    })
+}
+
 fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, text)?;
@@ -33,7 +86,7 @@ fn markdown(json: &Value, r: &DriftReport) -> String {
     let _ = writeln!(s, "# Drift report\n");
     let _ = writeln!(
         s,
-        "**{}** — combined p = {:.4} at α = {} (Simes over the methods). Reference {} vectors, current {}; tested {} and {}.\n",
+        "**{}** — combined p = {:.4} at α = {} (min-p over the methods). Reference {} vectors, current {}; tested {} and {}.\n",
         if r.drift { "Drift" } else { "No drift" },
         r.p_value,
         r.alpha,

@@ -31,6 +31,8 @@ struct Model {
     name: String,
     kind: Kind,
     tx: std::sync::mpsc::Sender<Job>,
+    /// The drift monitor fed with this model's vectors (`--drift-reference`).
+    drift: Option<Arc<crate::drift::Monitor>>,
 }
 
 enum Kind {
@@ -83,6 +85,8 @@ pub fn router(
         return Err(ServerError::NoModels);
     }
     let metrics = Arc::new(Metrics::default());
+    let names: Vec<&str> = models.iter().map(|(n, _)| n.as_str()).collect();
+    crate::drift::validate(&config.drift, &names)?;
     let mut list: Vec<Arc<Model>> = Vec::new();
     for (name, served) in models {
         if list.iter().any(|m| m.name == name) {
@@ -103,7 +107,28 @@ pub fn router(
                 (Kind::Other(m), tx)
             }
         };
-        list.push(Arc::new(Model { name, kind, tx }));
+        let target = match &kind {
+            Kind::Local(m) => crate::drift::Target::Local(m.clone()),
+            Kind::Other(_) => crate::drift::Target::Other,
+        };
+        let dims = match &kind {
+            Kind::Local(m) => m.dims(),
+            Kind::Other(m) => m.dims(),
+        };
+        let drift = crate::drift::start(
+            &name,
+            list.is_empty(),
+            &config.drift,
+            target,
+            tx.clone(),
+            dims,
+        )?;
+        list.push(Arc::new(Model {
+            name,
+            kind,
+            tx,
+            drift,
+        }));
     }
     let state = Arc::new(AppState {
         models: list,
@@ -133,6 +158,7 @@ pub fn router(
         .route("/info", get(info))
         .route("/health", get(health))
         .route("/metrics", get(metrics_route))
+        .route("/drift", get(drift_route))
         .route("/openapi.json", get(openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -170,7 +196,7 @@ async fn around_request(State(state): State<Shared>, req: Request, next: Next) -
     let route = match path.as_str() {
         "/" | "/v1/embeddings" | "/embeddings" | "/v1/models" | "/embed" | "/embed_all"
         | "/similarity" | "/rerank" | "/tokenize" | "/info" | "/health" | "/metrics"
-        | "/openapi.json" => path.clone(),
+        | "/openapi.json" | "/drift" => path.clone(),
         _ => "other".to_string(),
     };
     let span = tracing::info_span!("request", id = %id, method = %req.method(), path = %route);
@@ -593,6 +619,12 @@ async fn compute_inner(
     state.metrics.queue.observe_duration(done.queue);
     state.metrics.inference.observe_duration(done.inference);
     state.metrics.texts.fetch_add(n as u64, Ordering::Relaxed);
+    if let (Some(d), Want::Pooled) = (&model.drift, want) {
+        d.observe(
+            &done.vectors,
+            params.dims.is_none() && params.normalize.is_none(),
+        );
+    }
     let mut done = done;
     let vectors = match (&model.kind, want) {
         (Kind::Local(m), Want::Pooled) => std::mem::take(&mut done.vectors)
@@ -1228,9 +1260,28 @@ async fn metrics_route(State(state): State<Shared>) -> Response {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; version=0.0.4"),
         )],
-        state.metrics.render(),
+        {
+            let mut body = state.metrics.render();
+            crate::drift::render(
+                state.models.iter().filter_map(|m| m.drift.as_deref()),
+                &mut body,
+            );
+            body
+        },
     )
         .into_response()
+}
+
+/// `GET /drift[?model=NAME]`: the drift monitor's last window, counters, alert and canary.
+async fn drift_route(
+    State(state): State<Shared>,
+    axum::extract::Query(query): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    crate::drift::report(
+        state.models.iter().filter_map(|m| m.drift.as_deref()),
+        query.get("model").map(String::as_str),
+    )
+    .map(Json)
 }
 
 /// The OpenAPI 3.1 description of the routes.

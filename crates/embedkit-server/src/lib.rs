@@ -8,10 +8,12 @@
 
 mod api;
 pub mod client;
+mod drift;
 mod error;
 mod metrics;
 mod queue;
 
+pub use drift::{DEFAULT_ALERT_AFTER, DEFAULT_CANARY_INTERVAL, DEFAULT_WINDOW, DriftConfig};
 pub use error::{ApiError, ErrorStyle};
 pub use metrics::Metrics;
 
@@ -39,6 +41,8 @@ pub struct ServerConfig {
     /// its own threads at normal priority; with HTTP work below it, a forward pass split over all cores is
     /// not held up by one core answering requests, and the HTTP work fills the gaps between passes.
     pub io_nice: i32,
+    /// Drift monitors of served models (`--drift-reference`); empty = none.
+    pub drift: Vec<DriftConfig>,
 }
 
 impl Default for ServerConfig {
@@ -51,6 +55,7 @@ impl Default for ServerConfig {
             api_key: None,
             retry_after_s: 1,
             io_nice: 10,
+            drift: Vec::new(),
         }
     }
 }
@@ -72,6 +77,9 @@ pub enum ServerError {
     /// Two models were given the same name.
     #[error("two models are named '{0}'; give each --model a different name or path")]
     DuplicateName(String),
+    /// A drift monitor that cannot start (a profile of other dimensions, an unknown model …).
+    #[error("drift monitor: {0}")]
+    Drift(String),
     /// Binding or serving failed.
     #[error("{what}: {source}")]
     Io {

@@ -7,9 +7,7 @@ use crate::{EncodeArgs, ModelArgs, cache_cli, input, load_embedder, source_confi
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use embedkit_core::{Embedder, Embeddings, EncodeOptions};
-use embedkit_monitor::cluster::kmeans;
-use embedkit_monitor::rng::{SplitMix64, subsample};
-use embedkit_monitor::{Canary, DriftOptions, DriftReport, Method, detect};
+use embedkit_monitor::{Canary, DriftOptions, DriftReport, Method, Profile, detect};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -95,7 +93,8 @@ struct ProfileArgs {
 
 #[derive(Args)]
 struct TestArgs {
-    /// Reference sample: .npy vectors, or texts (.txt one per line, .jsonl) embedded with --model.
+    /// Reference sample: .npy or Parquet vectors (`embed --format parquet`), or texts (.txt one per line, .jsonl,
+    /// Parquet) embedded with --model.
     #[arg(long, short, value_name = "FILE", required = true)]
     reference: Option<PathBuf>,
     /// Current sample, in the same forms.
@@ -168,9 +167,59 @@ struct Sample {
     texts: Option<Vec<String>>,
 }
 
-fn is_npy(path: &Path) -> bool {
+fn has_extension(path: &Path, ext: &str) -> bool {
     path.extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("npy"))
+        .is_some_and(|e| e.eq_ignore_ascii_case(ext))
+}
+
+fn is_npy(path: &Path) -> bool {
+    has_extension(path, "npy")
+}
+
+/// A vector file `embed --format parquet` writes (float32 or float16 embeddings), or `None` for a Parquet file
+/// of texts (no `id` + `embedding` columns), which is embedded like any other text file. The flag says whether
+/// the file keeps the texts too (`embed --format parquet` with a `text` column).
+fn read_parquet_vectors(path: &Path) -> Result<Option<(Embeddings, bool)>> {
+    use embedkit_parquet::{Element, VectorFile, embedding_bytes};
+    let Ok(file) = VectorFile::open(path) else {
+        return Ok(None);
+    };
+    let descr = match file.layout.element {
+        Element::Float32 => "<f4",
+        Element::Float16 => "<f2",
+        other => bail!(
+            "{}: the embeddings are {other:?}; drift tests need float vectors (embed with --precision float32)",
+            path.display()
+        ),
+    };
+    let mut data = Vec::new();
+    for batch in file.batches()? {
+        let batch = batch?;
+        data.extend(
+            embedding_bytes(&batch)
+                .with_context(|| format!("{}: no readable embedding column", path.display()))?,
+        );
+    }
+    let (rows, dims) = (file.rows as usize, file.layout.width);
+    let arr = embedkit_vectors::npy::NpyArray {
+        descr: descr.to_string(),
+        shape: vec![rows, dims],
+        data,
+    };
+    let values = arr
+        .to_f32_values()
+        .with_context(|| format!("{}", path.display()))?;
+    if values.len() != rows * dims {
+        bail!(
+            "{}: {} values for {rows} rows of {dims}",
+            path.display(),
+            values.len()
+        );
+    }
+    Ok(Some((
+        Embeddings::new(values, rows, dims)?,
+        file.layout.text,
+    )))
 }
 
 fn read_npy(path: &Path) -> Result<Embeddings> {
@@ -201,6 +250,15 @@ fn load_sample(
             vectors: read_npy(path)?,
             texts: None,
         });
+    }
+    if has_extension(path, "parquet")
+        && let Some((vectors, has_text)) = read_parquet_vectors(path)?
+    {
+        // The texts kept next to the vectors name the clusters and the novel rows.
+        let texts = has_text
+            .then(|| input::read_texts(&path.to_string_lossy(), None, "text"))
+            .transpose()?;
+        return Ok(Sample { vectors, texts });
     }
     let texts = input::read_texts(&path.to_string_lossy(), None, field)?;
     if model.is_none() {
@@ -262,40 +320,7 @@ fn run_test(a: &TestArgs, quiet: bool) -> Result<bool> {
 
 /// The JSON result: the report with texts put in where the samples were texts.
 fn report_json(r: &DriftReport, reference: &Sample, current: &Sample) -> serde_json::Value {
-    use serde_json::json;
-    let text_of = |s: &Sample, i: usize| s.texts.as_ref().and_then(|t| t.get(i)).cloned();
-    let methods: BTreeMap<&String, serde_json::Value> = r
-        .methods
-        .iter()
-        .map(|(k, m)| (k, json!({"p_value": m.p_value, "statistic": m.statistic, "drift": m.drift, "details": m.details})))
-        .collect();
-    let clusters: Vec<serde_json::Value> = r.clusters.as_ref().map_or_else(Vec::new, |c| {
-        c.clusters
-            .iter()
-            .map(|cl| {
-                let names: Vec<String> = cl.central.iter().filter_map(|&i| text_of(reference, i)).collect();
-                json!({"id": cl.id, "reference_share": cl.reference_share, "current_share": cl.current_share,
-                       "central": cl.central, "names": names})
-            })
-            .collect()
-    });
-    let rows = |v: &[embedkit_monitor::WitnessRow], s: &Sample| -> Vec<serde_json::Value> {
-        v.iter()
-            .map(|w| json!({"index": w.index, "witness": w.witness, "text": text_of(s, w.index)}))
-            .collect()
-    };
-    json!({
-        "drift": r.drift,
-        "p_value": r.p_value,
-        "alpha": r.alpha,
-        "rows": {"reference": r.rows.0, "current": r.rows.1},
-        "sampled": {"reference": r.sampled.0, "current": r.sampled.1},
-        "methods": methods,
-        "clusters": clusters,
-        "cluster_shift": r.clusters.as_ref().map(|c| json!({"hellinger": c.hellinger, "chi2": c.chi2, "p_value": c.chi2_p_value})),
-        "novel": rows(&r.novel, current),
-        "emptied": rows(&r.emptied, reference),
-    })
+    embedkit_monitor::report::to_json(r, reference.texts.as_deref(), current.texts.as_deref())
 }
 
 fn print_summary(r: &DriftReport, json: &serde_json::Value) {
@@ -428,53 +453,18 @@ fn check_canary(a: &CanaryArgs, quiet: bool) -> Result<bool> {
 
 fn write_profile(a: &ProfileArgs) -> Result<()> {
     let e = read_npy(&a.input)?;
-    if e.rows() < 2 {
-        bail!("{}: a profile needs at least 2 vectors", a.input.display());
-    }
-    let mut rng = SplitMix64::stream(a.seed, 0x5A);
-    let idx = subsample(e.rows(), a.max_samples, &mut rng);
-    let d = e.dims();
-    let sample: Vec<f32> = idx.iter().flat_map(|&i| e.row(i).iter().copied()).collect();
-    let (centres, _) = kmeans(&sample, idx.len(), d, a.clusters, a.seed, 100);
-    std::fs::create_dir_all(&a.output)
-        .with_context(|| format!("cannot create {}", a.output.display()))?;
-    let write = |name: &str, data: &[f32], rows: usize| -> Result<()> {
-        let path = a.output.join(name);
-        let mut f = std::io::BufWriter::new(
-            std::fs::File::create(&path)
-                .with_context(|| format!("cannot write {}", path.display()))?,
-        );
-        embedkit_vectors::npy::write_npy(&mut f, "<f4", &[rows, d], &le_bytes(data))?;
-        f.flush()?;
-        Ok(())
-    };
-    write("reference.npy", &sample, idx.len())?;
-    write("centres.npy", &centres, centres.len() / d)?;
-    if let Some(canary) = &a.canary {
-        // Read it first: a profile must never carry a canary file that `check` would refuse.
-        let c = Canary::read(canary)?;
-        if let Some(v) = c.vectors.first().filter(|v| v.len() != d) {
-            bail!(
-                "{}: canary vectors have {} dimensions, the reference {d}",
-                canary.display(),
-                v.len()
-            );
-        }
-        std::fs::copy(canary, a.output.join("canary.json"))
-            .with_context(|| format!("cannot copy {}", canary.display()))?;
-    }
-    let meta = serde_json::json!({"version": 1, "source": a.input.display().to_string(), "rows": e.rows(),
-        "sampled": idx.len(), "dims": d, "clusters": centres.len() / d, "seed": a.seed,
-        "canary": a.canary.is_some()});
-    std::fs::write(
-        a.output.join("profile.json"),
-        serde_json::to_string_pretty(&meta)?,
-    )?;
+    // Read the canary first: a profile must never carry a canary file that `check` would refuse.
+    let canary = a.canary.as_deref().map(Canary::read).transpose()?;
+    let profile = Profile::build(
+        &e,
+        &a.input.display().to_string(),
+        a.max_samples,
+        a.clusters,
+        a.seed,
+        canary,
+    )
+    .with_context(|| format!("cannot make a profile of {}", a.input.display()))?;
+    profile.write(&a.output)?;
     println!("{}", a.output.display());
     Ok(())
-}
-
-/// The little-endian bytes of f32 values (what `<f4` in an .npy header promises).
-fn le_bytes(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }

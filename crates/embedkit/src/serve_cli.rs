@@ -59,6 +59,16 @@ pub struct ServeArgs {
     /// How long new cache entries live: 24h, 30m, 90s, 7d; 0 = forever.
     #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = crate::cache_cli::parse_duration)]
     cache_ttl: Duration,
+    /// Watch the served vectors for drift against a profile (`embedkit drift profile`): MODEL=DIR for another
+    /// model than the first; repeat for several. Results on /metrics and GET /drift.
+    #[arg(long, value_name = "[MODEL=]DIR")]
+    drift_reference: Vec<String>,
+    /// Vectors per drift-checked window.
+    #[arg(long, default_value_t = embedkit_server::DEFAULT_WINDOW, value_name = "N")]
+    drift_window: usize,
+    /// How often the profile's canary texts are re-embedded and compared: 60s, 5m, 1h; 0 = never.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = crate::cache_cli::parse_duration)]
+    drift_canary_interval: Duration,
 }
 
 /// Runs `embedkit serve` until SIGTERM or Ctrl-C.
@@ -115,6 +125,11 @@ pub fn run_serve(args: ServeArgs, quiet: bool) -> Result<()> {
         .clone()
         .or_else(|| std::env::var("EMBEDKIT_API_KEY").ok())
         .filter(|k| !k.is_empty());
+    let drift = args
+        .drift_reference
+        .iter()
+        .map(|spec| drift_config(spec, &args))
+        .collect::<Result<Vec<_>>>()?;
     let config = ServerConfig {
         max_batch_tokens: args.max_batch_tokens,
         max_concurrent_requests: args.max_concurrent_requests,
@@ -122,6 +137,7 @@ pub fn run_serve(args: ServeArgs, quiet: bool) -> Result<()> {
         max_body_bytes: args.max_body_bytes,
         api_key,
         io_nice: args.io_nice,
+        drift,
         ..ServerConfig::default()
     };
     let names: Vec<String> = models.iter().map(|(n, _)| n.clone()).collect();
@@ -138,6 +154,23 @@ pub fn run_serve(args: ServeArgs, quiet: bool) -> Result<()> {
     )
     .context("the server stopped")?;
     Ok(())
+}
+
+/// One `--drift-reference [MODEL=]DIR`: the profile read and checked now, so that a bad one stops the start.
+fn drift_config(spec: &str, args: &ServeArgs) -> Result<embedkit_server::DriftConfig> {
+    // A model name never holds '=', a path may: split at the first '=' only when the left side is served.
+    let (model, dir) = match spec.split_once('=') {
+        Some((m, d)) if args.model.iter().any(|s| served_name(s) == m) => (Some(m.to_string()), d),
+        _ => (None, spec),
+    };
+    let profile = embedkit_monitor::Profile::read(std::path::Path::new(dir))
+        .with_context(|| format!("--drift-reference {spec}"))?;
+    let mut config = embedkit_server::DriftConfig::new(profile);
+    config.model = model;
+    config.window = args.drift_window;
+    config.canary_interval =
+        (!args.drift_canary_interval.is_zero()).then_some(args.drift_canary_interval);
+    Ok(config)
 }
 
 /// The name requests use for a model: a folder's last component, otherwise the spec as given.

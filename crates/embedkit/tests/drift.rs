@@ -316,6 +316,92 @@ fn texts_are_embedded_with_the_model_and_clusters_are_named() {
     );
 }
 
+#[test]
+fn parquet_vector_files_from_embed_are_read_like_npy_and_keep_their_texts() {
+    let c = corpus();
+    let dir = tempfile::tempdir().unwrap();
+    let (seen, new) = split(&c, &["games"]);
+    let txt = |name: &str, rows: &[usize]| {
+        let p = dir.path().join(name);
+        let body: String = rows.iter().map(|&i| format!("{}\n", c.texts[i])).collect();
+        std::fs::write(&p, body).unwrap();
+        p
+    };
+    let (r, cur) = (
+        txt("ref.txt", &seen[..80]),
+        txt("cur.txt", &[&seen[80..110], &new[..30]].concat()),
+    );
+    // The same texts through `embed` as .npy and as Parquet (float32 with texts, float16 without).
+    let embed = |input: &Path, out: &str, extra: &[&str]| {
+        let p = dir.path().join(out);
+        let mut args = vec!["embed", "-q", "--no-cache", "-m", "all-MiniLM-L6-v2", "-i"];
+        args.extend([input.to_str().unwrap(), "-o", p.to_str().unwrap()]);
+        args.extend_from_slice(extra);
+        let o = embedkit(&args);
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        p
+    };
+    let npy = ["-f", "npy"];
+    let pq = ["-f", "parquet", "--keep-text"];
+    let pq16 = ["-f", "parquet", "--precision", "float16"];
+    let run = |a: &Path, b: &Path| {
+        let o = embedkit(&[
+            "drift",
+            "-q",
+            "-r",
+            a.to_str().unwrap(),
+            "-c",
+            b.to_str().unwrap(),
+            "--json",
+            "--clusters",
+            "4",
+        ]);
+        assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
+    };
+    let from_npy = run(&embed(&r, "r.npy", &npy), &embed(&cur, "c.npy", &npy));
+    let from_pq = run(&embed(&r, "r.parquet", &pq), &embed(&cur, "c.parquet", &pq));
+    // Same vectors, same tests: the same p-values and statistics.
+    assert_eq!(from_pq["methods"], from_npy["methods"]);
+    assert_eq!(from_pq["p_value"], from_npy["p_value"]);
+    // The Parquet files keep their texts: clusters and novel rows are named.
+    let first = from_pq["novel"][0]["text"].as_str().expect("a text");
+    assert!(
+        c.texts
+            .iter()
+            .zip(&c.sections)
+            .any(|(t, s)| t == first && s == "games"),
+        "{first}"
+    );
+    assert!(from_npy["novel"][0]["text"].is_null());
+    // float16 Parquet is widened to float32 and tested too.
+    let from_16 = run(
+        &embed(&r, "r16.parquet", &pq16),
+        &embed(&cur, "c16.parquet", &pq16),
+    );
+    assert_eq!(from_16["rows"], from_npy["rows"]);
+    // Quantized vectors are refused with a message naming the file.
+    let q = embed(
+        &r,
+        "rbin.parquet",
+        &["-f", "parquet", "--precision", "binary"],
+    );
+    let o = embedkit(&[
+        "drift",
+        "-q",
+        "-r",
+        q.to_str().unwrap(),
+        "-c",
+        q.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o.stderr).contains("rbin.parquet") && text(&o.stderr).contains("float"),
+        "{}",
+        text(&o.stderr)
+    );
+}
+
 /// Records a canary with all-MiniLM-L6-v2 and the given options, then checks it with other options.
 fn canary_case(dir: &Path, record: &[&str], check: &[&str]) -> (Option<i32>, String) {
     let texts = dir.join("canary.txt");
