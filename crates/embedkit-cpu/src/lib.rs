@@ -290,21 +290,31 @@ impl Runtime {
         }
     }
 
-    /// [`Backend::name`]: the arithmetic, and whether int8 runs on VNNI.
+    /// [`Backend::name`].
     fn name(&self) -> &'static str {
-        match self.compute {
-            Compute::F32 => "cpu-f32",
-            Compute::Int8 if self.vnni => "cpu-int8-vnni",
-            Compute::Int8 => "cpu-int8",
-        }
+        backend_name(self.compute, self.vnni)
     }
 
-    /// [`Backend::fingerprint`]: the VNNI and portable int8 paths compute identical integers, so they share one.
+    /// [`Backend::fingerprint`].
     fn fingerprint(&self) -> String {
-        match self.compute {
-            Compute::F32 => "cpu-f32".into(),
-            Compute::Int8 => "cpu-int8".into(),
-        }
+        backend_fingerprint(self.compute)
+    }
+}
+
+/// A backend's name: the arithmetic, and whether int8 runs on VNNI.
+fn backend_name(compute: Compute, vnni: bool) -> &'static str {
+    match compute {
+        Compute::F32 => "cpu-f32",
+        Compute::Int8 if vnni => "cpu-int8-vnni",
+        Compute::Int8 => "cpu-int8",
+    }
+}
+
+/// A backend's fingerprint: the VNNI and portable int8 paths compute identical integers, so they share one.
+fn backend_fingerprint(compute: Compute) -> String {
+    match compute {
+        Compute::F32 => "cpu-f32".into(),
+        Compute::Int8 => "cpu-int8".into(),
     }
 }
 
@@ -527,19 +537,11 @@ impl CpuBackend {
 
 impl Backend for CpuBackend {
     fn name(&self) -> &str {
-        match self.compute {
-            Compute::F32 => "cpu-f32",
-            Compute::Int8 if self.vnni => "cpu-int8-vnni",
-            Compute::Int8 => "cpu-int8",
-        }
+        backend_name(self.compute, self.vnni)
     }
 
     fn fingerprint(&self) -> String {
-        // The VNNI and portable int8 paths compute identical integers, so they share one fingerprint.
-        match self.compute {
-            Compute::F32 => "cpu-f32".into(),
-            Compute::Int8 => "cpu-int8".into(),
-        }
+        backend_fingerprint(self.compute)
     }
 
     fn forward(&self, batch: &TokenBatch<'_>) -> Result<Vec<f32>, BackendError> {

@@ -210,6 +210,17 @@ impl ModernBertBackend {
                     self.mb.window,
                     &mut ctx,
                 );
+            } else if max_len > GLOBAL_BLOCKED_LEN {
+                // Whole-sequence scores of a long input would take len² floats per head (256 MiB at 8,192
+                // tokens); blocks of query rows against every key need 64 · len.
+                attend_window(
+                    &qkv,
+                    batch.seq_lens,
+                    batch.key_lens,
+                    cfg,
+                    usize::MAX,
+                    &mut ctx,
+                );
             } else {
                 attention::attend(
                     &qkv,
@@ -244,13 +255,16 @@ fn add_into(x: &mut [f32], y: &[f32]) {
         .for_each(|(x, y)| x.iter_mut().zip(y).for_each(|(a, b)| *a += b));
 }
 
+/// Global layers of batches with a longer text run in query blocks too (see [`attend_window`]).
+const GLOBAL_BLOCKED_LEN: usize = 1024;
+
 /// Query rows per task of the sliding-window attention.
 const WINDOW_BLOCK: usize = 64;
 
 /// Attention in which token i of a sequence sees only keys j with |i − j| ≤ `window` (and j below the
 /// sequence's key length): per block of [`WINDOW_BLOCK`] query rows, all heads, against the keys the block's
 /// windows reach (at most `WINDOW_BLOCK + 2·window`), each row's softmax over its own window. Work grows
-/// linearly with the sequence.
+/// linearly with the sequence. `window = usize::MAX` is global attention with scores one block at a time.
 fn attend_window(
     qkv: &[f32],
     seq_lens: &[usize],
@@ -284,7 +298,7 @@ fn attend_window(
     tasks.into_par_iter().for_each(|(start, i0, keys, out)| {
         let rows = out.len() / h;
         let k0 = i0.saturating_sub(window).min(keys);
-        let k1 = (i0 + rows + window).min(keys);
+        let k1 = (i0 + rows).saturating_add(window).min(keys);
         let nk = k1 - k0;
         if nk == 0 {
             out.fill(0.0);
@@ -308,7 +322,7 @@ fn attend_window(
             for (r, row) in scores.chunks_exact_mut(nk).enumerate() {
                 let i = i0 + r;
                 let lo = i.saturating_sub(window).max(k0).min(k1) - k0;
-                let hi = (i + window + 1).min(k1) - k0;
+                let hi = i.saturating_add(window).saturating_add(1).min(k1) - k0;
                 if lo >= hi {
                     row.fill(0.0);
                     continue;
