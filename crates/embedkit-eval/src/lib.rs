@@ -15,6 +15,7 @@
 pub mod datasets;
 mod error;
 pub mod metrics;
+pub mod rerank;
 pub mod report;
 pub mod speed;
 pub mod stats;

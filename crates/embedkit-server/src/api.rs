@@ -26,6 +26,9 @@ use subtle::ConstantTimeEq;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tracing::Instrument;
 
+#[path = "rerank.rs"]
+mod rerank;
+
 /// A model with its compute thread.
 struct Model {
     name: String,
@@ -66,6 +69,8 @@ impl Model {
 
 struct AppState {
     models: Vec<Arc<Model>>,
+    /// Cross-encoders, for /rerank and /predict.
+    cross_encoders: Vec<rerank::ServedCrossEncoder>,
     config: ServerConfig,
     metrics: Arc<Metrics>,
     permits: Arc<Semaphore>,
@@ -87,6 +92,7 @@ pub fn router(
     let metrics = Arc::new(Metrics::default());
     let names: Vec<&str> = models.iter().map(|(n, _)| n.as_str()).collect();
     crate::drift::validate(&config.drift, &names)?;
+    let cross_encoders = rerank::served(&models)?;
     let mut list: Vec<Arc<Model>> = Vec::new();
     for (name, served) in models {
         if list.iter().any(|m| m.name == name) {
@@ -106,6 +112,7 @@ pub fn router(
                 let tx = queue::spawn_generic(m.clone()).map_err(io)?;
                 (Kind::Other(m), tx)
             }
+            ServedModel::CrossEncoder(_) => continue,
         };
         let target = match &kind {
             Kind::Local(m) => crate::drift::Target::Local(m.clone()),
@@ -132,6 +139,7 @@ pub fn router(
     }
     let state = Arc::new(AppState {
         models: list,
+        cross_encoders,
         permits: Arc::new(Semaphore::new(config.max_concurrent_requests.max(1))),
         key_hash: config
             .api_key
@@ -154,6 +162,7 @@ pub fn router(
         .route("/embed_all", post(tei_embed_all))
         .route("/similarity", post(tei_similarity))
         .route("/rerank", post(tei_rerank))
+        .route("/predict", post(rerank::tei_predict))
         .route("/tokenize", post(tei_tokenize))
         .route("/info", get(info))
         .route("/health", get(health))
@@ -195,8 +204,8 @@ async fn around_request(State(state): State<Shared>, req: Request, next: Next) -
     let path = req.uri().path().to_string();
     let route = match path.as_str() {
         "/" | "/v1/embeddings" | "/embeddings" | "/v1/models" | "/embed" | "/embed_all"
-        | "/similarity" | "/rerank" | "/tokenize" | "/info" | "/health" | "/metrics"
-        | "/openapi.json" | "/drift" => path.clone(),
+        | "/similarity" | "/rerank" | "/predict" | "/tokenize" | "/info" | "/health"
+        | "/metrics" | "/openapi.json" | "/drift" => path.clone(),
         _ => "other".to_string(),
     };
     let span = tracing::info_span!("request", id = %id, method = %req.method(), path = %route);
@@ -319,7 +328,13 @@ fn parse_body<T: DeserializeOwned>(
 impl AppState {
     fn model(&self, name: Option<&str>, style: ErrorStyle) -> Result<Arc<Model>, ApiError> {
         match name.filter(|n| !n.is_empty()) {
-            None => Ok(self.models[0].clone()),
+            None => self.models.first().cloned().ok_or_else(|| {
+                ApiError::invalid(
+                    "model",
+                    "only cross-encoders are served here: use /rerank or /predict",
+                )
+                .style(style)
+            }),
             Some(n) => self
                 .models
                 .iter()
@@ -1075,6 +1090,9 @@ async fn tei_rerank(
     if req.texts.is_empty() {
         return Err(ApiError::invalid("texts", "`texts` cannot be empty"));
     }
+    if let Some(ce) = state.cross_encoder(req.model.as_deref()) {
+        return rerank::rerank(&state, ce, req).await;
+    }
     let maxsim = match req.method.as_deref() {
         None | Some("cosine") => false,
         Some("maxsim") => true,
@@ -1207,6 +1225,9 @@ async fn tei_tokenize(
 // ---------------------------------------------------------------- service routes
 
 async fn info(State(state): State<Shared>) -> Json<Value> {
+    if state.models.is_empty() {
+        return Json(rerank::info_only(&state));
+    }
     let models: Vec<Value> = state
         .models
         .iter()
@@ -1247,6 +1268,7 @@ async fn info(State(state): State<Shared>) -> Json<Value> {
         "auth_required": state.key_hash.is_some(),
         "version": env!("CARGO_PKG_VERSION"),
         "models": models,
+        "cross_encoders": rerank::info(&state),
     }))
 }
 

@@ -66,6 +66,8 @@ pub enum ServedModel {
     Local(Arc<LocalEmbedder>),
     /// Anything else that embeds (a cached model, an API provider): one `embed` call per request.
     Other(Arc<dyn Embedder>),
+    /// A cross-encoder: scores (query, text) pairs for `/rerank` and `/predict`; it embeds nothing.
+    CrossEncoder(Arc<embedkit_model::CrossEncoder>),
 }
 
 /// Why the server could not start or stopped.

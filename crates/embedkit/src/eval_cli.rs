@@ -78,6 +78,13 @@ pub struct EvalArgs {
     /// Write report.md, results.json and quality_vs_speed.svg into DIR.
     #[arg(long, value_name = "DIR")]
     report: Option<PathBuf>,
+    /// Rerank each retrieval run with this cross-encoder (a sequence-classification model folder, catalog name
+    /// or hf:org/name) and report its metrics beside the first stage's.
+    #[arg(long, value_name = "CROSS_ENCODER")]
+    rerank: Option<String>,
+    /// How many first-stage documents per query the cross-encoder rescores (the rest are dropped).
+    #[arg(long, default_value_t = 100, requires = "rerank", value_name = "N")]
+    rerank_depth: usize,
     /// Write each retrieval run as a TREC run file into DIR (MODEL.TASK.run).
     #[arg(long, value_name = "DIR")]
     save_runs: Option<PathBuf>,
@@ -294,6 +301,18 @@ pub fn run_eval(
             )?),
         },
     };
+    if args.rerank_depth == 0 {
+        bail!("--rerank-depth must be at least 1");
+    }
+    let reranker = match &args.rerank {
+        Some(spec) => Some(crate::cross_cli::load_spec(
+            spec,
+            cfg,
+            args.threads,
+            Compute::F32,
+        )?),
+        None => None,
+    };
     let cache = args.cache.open(&cfg.home)?;
     let measure_speed = args.speed || args.report.is_some();
     let mut report = EvalReport::default();
@@ -317,10 +336,28 @@ pub fn run_eval(
             if let (Some(dir), Some(run)) = (&args.save_runs, &result.run) {
                 save_run(dir, &label, &result.task, run)?;
             }
+            let second = match (&reranker, task) {
+                (Some(ce), Task::Retrieval { dir, split }) => {
+                    let r = rerank(ce, dir, split, &result, args.rerank_depth, &settings, &bars)
+                        .with_context(|| format!("reranking {} with {}", task.name(), ce.name()))?;
+                    Some(r)
+                }
+                _ => None,
+            };
             report.results.push(ModelTaskResult {
                 model: label.clone(),
                 result,
             });
+            if let (Some(r), Some(ce)) = (second, &reranker) {
+                let reranked_label = format!("{label} → {} (top {})", ce.name(), args.rerank_depth);
+                if let (Some(dir), Some(run)) = (&args.save_runs, &r.run) {
+                    save_run(dir, &reranked_label, &r.task, run)?;
+                }
+                report.results.push(ModelTaskResult {
+                    model: reranked_label,
+                    result: r,
+                });
+            }
         }
         let (mut throughput, mut p50) = (None, None);
         if measure_speed {
@@ -373,6 +410,46 @@ pub fn run_eval(
         write!(out, "{}", report.markdown())?;
     }
     Ok(())
+}
+
+/// The first stage's best `depth` documents per query rescored by the cross-encoder, evaluated.
+fn rerank(
+    ce: &embedkit_model::CrossEncoder,
+    dir: &std::path::Path,
+    split: &str,
+    first: &embedkit_eval::tasks::TaskResult,
+    depth: usize,
+    settings: &TaskSettings,
+    progress: &dyn Progress,
+) -> Result<embedkit_eval::tasks::TaskResult> {
+    let ds = embedkit_eval::datasets::RetrievalDataset::load(dir, split)?;
+    let options = embedkit_model::PredictOptions {
+        batch_size: settings.query.batch_size,
+        max_length: settings.query.max_length,
+        ..Default::default()
+    };
+    if ce.num_labels() != 1 {
+        bail!(
+            "{} has {} labels ({}); reranking needs one score per pair",
+            ce.name(),
+            ce.num_labels(),
+            ce.labels().join(", ")
+        );
+    }
+    let mut score = |pairs: &[(&str, &str)]| {
+        ce.predict(pairs, &options)
+            .map(|s| s.into_iter().map(|v| v[0]).collect())
+            .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+    };
+    Ok(embedkit_eval::rerank::rerank_retrieval(
+        &ds,
+        first,
+        depth,
+        settings,
+        ce.name(),
+        &mut score,
+        progress,
+    )?)
 }
 
 /// Writes a TREC run file (`qid Q0 docid rank score tag`), atomically.

@@ -2,6 +2,7 @@
 
 mod analogy_cli;
 mod cache_cli;
+mod cross_cli;
 mod drift_cli;
 mod eval_cli;
 mod input;
@@ -525,6 +526,10 @@ fn models(command: ModelsCommand, quiet: bool) -> Result<()> {
         ModelsCommand::Info { model, json } => {
             if providers_cli::info(&model, json, &mut std::io::stdout().lock())? {
                 return Ok(());
+            }
+            if let Some(dir) = cross_cli::cross_encoder_dir(&model, &cfg)? {
+                let m = cross_cli::load_cross_encoder(&model, &dir, Some(1), Compute::F32)?;
+                return cross_cli::print_info(&m.info(), json);
             }
             let m = load_model(
                 &ModelArgs {

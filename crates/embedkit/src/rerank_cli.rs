@@ -1,12 +1,15 @@
-//! `embedkit rerank`: documents ranked against a query by late interaction (MaxSim over token vectors) or by
-//! the cosine of sentence vectors. ColBERT models (PyLate, Stanford) encode the query with their [Q] marker and
-//! [MASK] expansion and the documents with [D] and the skiplist.
+//! `embedkit rerank`: documents ranked against a query by a cross-encoder (scores of (query, document) pairs, as
+//! sentence-transformers' `CrossEncoder.rank`), by late interaction (MaxSim over token vectors) or by the cosine
+//! of sentence vectors. A cross-encoder folder is always used as one. ColBERT models (PyLate, Stanford) encode the
+//! query with their [Q] marker and [MASK] expansion and the documents with [D] and the skiplist.
 
-use crate::{CHUNK, EncodeArgs, ModelArgs, input, load_model, one_line, progress};
+use crate::{
+    CHUNK, EncodeArgs, ModelArgs, cross_cli, input, load_model, one_line, progress, source_config,
+};
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use embedkit_core::{Embedder, Embeddings, EncodeOptions, Metric, top_k};
-use embedkit_model::LocalEmbedder;
+use embedkit_model::{DenseActivation, LocalEmbedder, PredictOptions};
 use embedkit_vectors::{MaxSimOptions, maxsim_matrix};
 use std::io::Write;
 
@@ -48,6 +51,9 @@ pub struct RerankArgs {
     /// (default: `document` for ColBERT models).
     #[arg(long)]
     query_prompt_name: Option<String>,
+    /// Cross-encoders: the raw logits, without the model's activation (sigmoid for one label).
+    #[arg(long)]
+    raw_scores: bool,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -56,6 +62,16 @@ pub struct RerankArgs {
 /// Runs `embedkit rerank`.
 pub fn run_rerank(args: &RerankArgs, quiet: bool) -> Result<()> {
     let docs = input::read_texts(&args.docs, None, &args.field)?;
+    if let Some(dir) = cross_cli::cross_encoder_dir(&args.model.model, &source_config(quiet))? {
+        let scores = cross_encoder_scores(args, &dir, &docs, quiet)?;
+        return print_ranking(args, &docs, &scores, "cross-encoder");
+    }
+    if args.raw_scores {
+        bail!(
+            "--raw-scores applies to cross-encoders; '{}' is not one",
+            args.model.model
+        );
+    }
     let model = load_model(&args.model, quiet)?;
     let colbert = model.colbert().is_some();
     let mode = args.mode.unwrap_or(if colbert {
@@ -89,6 +105,20 @@ pub fn run_rerank(args: &RerankArgs, quiet: bool) -> Result<()> {
             maxsim_scores(&model, args, &docs, &query_options, &doc_options, quiet)?
         }
     };
+    let mode_name = match mode {
+        RerankMode::Maxsim => "maxsim",
+        RerankMode::Cosine => "cosine",
+    };
+    print_ranking(args, &docs, &scores, mode_name)
+}
+
+/// Prints the documents best first (JSON rows or a table).
+fn print_ranking(
+    args: &RerankArgs,
+    docs: &[String],
+    scores: &[f32],
+    mode_name: &str,
+) -> Result<()> {
     let mut order: Vec<usize> = (0..docs.len()).collect();
     // Highest score first; ties keep the documents' order.
     order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
@@ -104,10 +134,6 @@ pub fn run_rerank(args: &RerankArgs, quiet: bool) -> Result<()> {
             .collect();
         writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
     } else {
-        let mode_name = match mode {
-            RerankMode::Maxsim => "maxsim",
-            RerankMode::Cosine => "cosine",
-        };
         writeln!(out, "query: {}   ({mode_name})", args.query)?;
         writeln!(out, "{:>4}  {:>9}  text", "rank", "score")?;
         for (rank, &i) in order.iter().enumerate() {
@@ -182,6 +208,49 @@ fn maxsim_scores(
         let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
         let d = tokens(&refs, doc_options)?;
         scores.extend(maxsim_matrix(&q, &d, options));
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    Ok(scores)
+}
+
+/// Scores of a cross-encoder for (query, document) pairs, in document order.
+fn cross_encoder_scores(
+    args: &RerankArgs,
+    dir: &std::path::Path,
+    docs: &[String],
+    quiet: bool,
+) -> Result<Vec<f32>> {
+    let name = &args.model.model;
+    if args.mode.is_some() || args.length_normalize || args.query_prompt_name.is_some() {
+        bail!(
+            "'{name}' is a cross-encoder: it scores (query, document) pairs itself, so --mode, \
+             --length-normalize and --query-prompt-name do not apply"
+        );
+    }
+    let model = cross_cli::load_cross_encoder(name, dir, args.model.threads, args.model.compute)?;
+    if model.num_labels() != 1 {
+        bail!(
+            "'{name}' is a cross-encoder with {} labels ({}); ranking needs one score per pair",
+            model.num_labels(),
+            model.labels().join(", ")
+        );
+    }
+    let base = args.encode.options();
+    let options = PredictOptions {
+        batch_size: base.batch_size,
+        activation: args.raw_scores.then_some(DenseActivation::Identity),
+        max_length: base.max_length,
+        refuse_truncation: false,
+    };
+    let bar = progress(docs.len(), quiet);
+    let mut scores = Vec::with_capacity(docs.len());
+    for chunk in docs.chunks(CHUNK) {
+        let pairs: Vec<(&str, &str)> = chunk
+            .iter()
+            .map(|d| (args.query.as_str(), d.as_str()))
+            .collect();
+        scores.extend(model.predict(&pairs, &options)?.into_iter().map(|s| s[0]));
         bar.inc(chunk.len() as u64);
     }
     bar.finish_and_clear();

@@ -104,6 +104,12 @@ pub fn run_serve(args: ServeArgs, quiet: bool) -> Result<()> {
             models.push((name, ServedModel::Other(served)));
             continue;
         }
+        // A cross-encoder answers /rerank and /predict (scores of pairs), never /embed.
+        if let Some(dir) = crate::cross_cli::cross_encoder_dir(spec, &source_config(quiet))? {
+            let ce = crate::cross_cli::load_cross_encoder(spec, &dir, args.threads, args.compute)?;
+            models.push((name, ServedModel::CrossEncoder(Arc::new(ce))));
+            continue;
+        }
         let model = load_model(
             &ModelArgs {
                 model: spec.clone(),
