@@ -339,18 +339,25 @@ impl EncoderWeights {
 /// Checkpoints name the encoder's tensors with or without a model prefix (`bert.`, `roberta.`, …) depending on
 /// which head class saved them; find the one this file uses.
 fn find_prefix(files: &SafetensorsFiles) -> Result<String, ModelError> {
-    const KEY: &str = "embeddings.word_embeddings.weight";
-    let mut found: Vec<String> = files
-        .names()
-        .filter_map(|n| n.strip_suffix(KEY).map(str::to_string))
-        .filter(|p| p.is_empty() || p.ends_with('.'))
-        .collect();
-    found.sort_by_key(String::len);
-    found
-        .into_iter()
-        .next()
-        .ok_or_else(|| ModelError::MissingTensor {
-            dir: files.dir.clone(),
-            name: KEY.to_string(),
-        })
+    files.prefix_of("embeddings.word_embeddings.weight")
+}
+
+impl SafetensorsFiles {
+    /// The shortest prefix (`""`, `model.`, `bert.`, …) under which tensor `key` exists: checkpoints name the
+    /// same tensors with or without the head class's prefix.
+    pub fn prefix_of(&self, key: &str) -> Result<String, ModelError> {
+        let mut found: Vec<String> = self
+            .names()
+            .filter_map(|n| n.strip_suffix(key).map(str::to_string))
+            .filter(|p| p.is_empty() || p.ends_with('.'))
+            .collect();
+        found.sort_by_key(String::len);
+        found
+            .into_iter()
+            .next()
+            .ok_or_else(|| ModelError::MissingTensor {
+                dir: self.dir.clone(),
+                name: key.to_string(),
+            })
+    }
 }
