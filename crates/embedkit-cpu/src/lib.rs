@@ -5,6 +5,7 @@
 //! Matrix products use the `gemm` crate, which picks AVX-512, AVX2, NEON or scalar kernels at run time.
 
 mod attention;
+mod decoder;
 mod int8;
 mod kernels;
 mod modernbert;
@@ -12,6 +13,7 @@ mod panel;
 mod rotary;
 mod simd;
 
+pub use decoder::DecoderBackend;
 pub use modernbert::ModernBertBackend;
 pub use simd::SimdLevel;
 
@@ -214,13 +216,7 @@ pub fn load_backend(
     match config.architecture {
         Architecture::ModernBert => Ok(Box::new(ModernBertBackend::load(config, files, options)?)),
         Architecture::Qwen3 | Architecture::Qwen2 | Architecture::Mistral => {
-            Err(ModelError::Backend(
-                format!(
-                    "no CPU backend for {} decoders in this build",
-                    config.architecture
-                )
-                .into(),
-            ))
+            Ok(Box::new(DecoderBackend::load(config, files, options)?))
         }
         Architecture::Bert | Architecture::XlmRoberta | Architecture::MPNet => {
             let weights = EncoderWeights::load(files, config)?;
