@@ -76,6 +76,55 @@ def export_onnx(folder, out_path):
     os.replace(tmp, out_path)
 
 
+def export_ort_int8(folder, onnx_path, out_path):
+    """ONNX Runtime's own int8, as a user would make it: the transformer-optimized graph (fused attention,
+    LayerNorm, GELU) from `onnxruntime.transformers.optimizer`, then `quantize_dynamic` (int8 weights,
+    activations quantized per call)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.transformers import optimizer
+
+    if os.path.exists(out_path):
+        return
+    cfg = json.load(open(os.path.join(folder, "config.json")))
+    opt_path = out_path + ".opt.onnx"
+    model = optimizer.optimize_model(onnx_path, model_type="bert", num_heads=cfg["num_attention_heads"],
+                                     hidden_size=cfg["hidden_size"])
+    model.save_model_to_file(opt_path)
+    tmp = out_path + ".tmp"
+    quantize_dynamic(opt_path, tmp, weight_type=QuantType.QInt8)
+    os.replace(tmp, out_path)
+
+
+def long_corpus(folder, lengths, count, work, name):
+    """For each length L, `count` texts of exactly L tokens (special tokens included) with the model's
+    tokenizer: consecutive texts of bench/long.txt joined, cut to L − 2 word pieces and decoded. Every runtime
+    reads the same files, so none needs its own truncation. Returns {L: path}."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(os.path.join(folder, "tokenizer.json"))
+    tok.no_padding()
+    tok.no_truncation()
+    here = os.path.dirname(os.path.abspath(__file__))
+    lines = [l.strip() for l in open(os.path.join(here, "..", "bench", "long.txt"), encoding="utf-8")
+             if l.strip()]
+    paths = {}
+    for length in lengths:
+        out = []
+        i = 0
+        while len(out) < count:
+            text = " ".join(lines[(i + j) % len(lines)] for j in range(3))
+            i += 1
+            ids = tok.encode(text, add_special_tokens=False).ids[:length - 2]
+            cut = tok.decode(ids)
+            if len(tok.encode(cut).ids) == length:
+                out.append(cut.replace("\n", " "))
+        path = os.path.join(work, f"{name}-{length}tok.txt")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write("\n".join(out) + "\n")
+        paths[length] = path
+    return paths
+
+
 def bench_ort(folder, onnx_path, texts, threads, batch, latency_runs, max_len):
     import onnxruntime as ort
     from tokenizers import Tokenizer
@@ -130,10 +179,13 @@ def bench_ort(folder, onnx_path, texts, threads, batch, latency_runs, max_len):
             "latency_p99_ms": percentile(lat, 0.99)}
 
 
-def bench_embedkit(binary, model, corpus, threads, batch, latency_runs, extra):
+def bench_embedkit(binary, model, corpus, threads, batch, latency_runs, extra, peak=False):
+    """`embedkit bench` in its own process; with `peak`, also the CPU's measured peak and the linear layers'
+    share of it (its "machine" and "linear" fields)."""
     out = subprocess.run([binary, "bench", "--quiet", "--json", "--no-sweeps", "--model", model, "--input", corpus,
                           "--threads", str(threads), "--batch-size", str(batch), "--latency-runs",
-                          str(latency_runs), *extra], check=True, capture_output=True, text=True).stdout
+                          str(latency_runs), *([] if peak else ["--no-peak"]), *extra],
+                         check=True, capture_output=True, text=True).stdout
     return json.loads(out)[0]
 
 
@@ -196,6 +248,12 @@ def main():
     ap.add_argument("--work", required=True, help="folder for ONNX exports")
     ap.add_argument("--embedkit-variant", action="append", default=[],
                     help="label=extra args for embedkit bench, e.g. 'int8=--compute int8'")
+    ap.add_argument("--no-ort-int8", action="store_true",
+                    help="skip ONNX Runtime's int8 (optimized graph + quantize_dynamic)")
+    ap.add_argument("--long-lengths", default="",
+                    help="comma-separated token lengths (e.g. 128,256,512): also measure texts of exactly that "
+                         "many tokens with every runtime")
+    ap.add_argument("--long-texts", type=int, default=64, help="texts per long length")
     ap.add_argument("--python-package", metavar="PYTHON",
                     help="a Python with the embedkit wheel (and sentence-transformers) installed: adds "
                          "embedkit.SentenceTransformer.encode and import-to-first-vector times")
@@ -203,6 +261,9 @@ def main():
     texts = [l.rstrip("\n") for l in open(args.corpus, encoding="utf-8") if l.strip()]
     rows = []
     first = {}
+    machines = []
+    long_rows = []
+    lengths = [int(x) for x in args.long_lengths.split(",") if x.strip()]
     for spec in args.model:
         name, folder = spec.split("=", 1)
         cfg = json.load(open(os.path.join(folder, "sentence_bert_config.json")))
@@ -213,16 +274,44 @@ def main():
         print(f"{name}: onnxruntime…", file=sys.stderr)
         ort_r = bench_ort(folder, onnx_path, texts, args.threads, args.batch_size, args.latency_runs,
                           cfg["max_seq_length"])
+        ort_q = None
+        if not args.no_ort_int8:
+            print(f"{name}: onnxruntime int8…", file=sys.stderr)
+            q_path = os.path.join(args.work, name + ".opt.int8.onnx")
+            export_ort_int8(folder, onnx_path, q_path)
+            ort_q = bench_ort(folder, q_path, texts, args.threads, args.batch_size, args.latency_runs,
+                              cfg["max_seq_length"])
         print(f"{name}: embedkit…", file=sys.stderr)
         variants = [("f32", [])] + [(v.split("=", 1)[0], v.split("=", 1)[1].split()) for v in args.embedkit_variant]
         rows.append((name, "sentence-transformers (PyTorch)", st, None))
         rows.append((name, "onnxruntime", ort_r, None))
+        if ort_q is not None:
+            rows.append((name, "onnxruntime int8 (optimized + quantize_dynamic)", ort_q, (st, ort_r)))
         for label, extra in variants:
+            # Each run ends with the CPU peak loops (about a second), for the linear layers' share of peak.
             ek = bench_embedkit(args.embedkit, folder, args.corpus, args.threads, args.batch_size,
-                                args.latency_runs, extra)
+                                args.latency_runs, extra, peak=True)
             rows.append((name, f"embedkit {label}", ek, (st, ort_r)))
+            if ek.get("machine"):
+                machines.append(ek["machine"])
             if label == "f32":
                 cli = ek
+        if lengths:
+            for length, path in long_corpus(folder, lengths, args.long_texts, args.work, name).items():
+                long_texts = [l.rstrip("\n") for l in open(path, encoding="utf-8") if l.strip()]
+                print(f"{name}: {length}-token texts…", file=sys.stderr)
+                runs = [("sentence-transformers (PyTorch)",
+                         bench_st(folder, long_texts, args.threads, args.batch_size, 3)),
+                        ("onnxruntime", bench_ort(folder, onnx_path, long_texts, args.threads, args.batch_size, 3,
+                                                  length))]
+                if ort_q is not None:
+                    runs.append(("onnxruntime int8", bench_ort(folder, q_path, long_texts, args.threads,
+                                                               args.batch_size, 3, length)))
+                for label, extra in variants:
+                    runs.append((f"embedkit {label}",
+                                 bench_embedkit(args.embedkit, folder, path, args.threads, args.batch_size, 3,
+                                                extra)))
+                long_rows.append((name, length, runs))
         if args.python_package:
             print(f"{name}: embedkit Python package…", file=sys.stderr)
             py = bench_python_package(args.python_package, folder, args.corpus, args.threads, args.batch_size,
@@ -239,6 +328,30 @@ def main():
             f"{r['sentences_per_s'] / anchors[1]['sentences_per_s']:.2f}")
         print(f"| {name} | {runtime} | {r['sentences_per_s']:.1f} | {r['latency_p50_ms']:.2f} | "
               f"{r['latency_p99_ms']:.2f} | {ratios[0]} | {ratios[1]} |")
+    for name, r in [(n, r) for n, rt, r, _ in rows if r.get("linear")]:
+        lin = r["linear"]
+        share = "" if lin["share_of_peak"] is None else f"{100 * lin['share_of_peak']:.0f} %"
+        print(f"- {name} {lin['compute']}: linear layers {lin['achieved']:.1f} {lin['unit']} end to end, {share} of "
+              f"the measured peak")
+    for name in dict.fromkeys(n for n, *_ in rows):
+        by = {rt: r for n, rt, r, _ in rows if n == name}
+        q = by.get("onnxruntime int8 (optimized + quantize_dynamic)")
+        for rt, r in by.items():
+            if q and rt.startswith("embedkit ") and "Python" not in rt:
+                print(f"- {name} {rt} / onnxruntime int8: {r['sentences_per_s'] / q['sentences_per_s']:.2f}×")
+    if machines:
+        m = machines[0]
+        print(f"- CPU: {m['cpu']}, SIMD path {m['simd']}, peak on {m['threads']} threads: {json.dumps(m['peak'])}")
+    if long_rows:
+        print("\n| model | tokens per text | runtime | texts/s | tokens/s | × sentence-transformers | × onnxruntime |")
+        print("|---|---:|---|---:|---:|---:|---:|")
+        for name, length, runs in long_rows:
+            st_r, ort_r = runs[0][1], runs[1][1]
+            for label, r in runs:
+                sps = r["sentences_per_s"]
+                ratios = ("", "") if label in ("sentence-transformers (PyTorch)", "onnxruntime") else (
+                    f"{sps / st_r['sentences_per_s']:.2f}", f"{sps / ort_r['sentences_per_s']:.2f}")
+                print(f"| {name} | {length} | {label} | {sps:.1f} | {sps * length:.0f} | {ratios[0]} | {ratios[1]} |")
     py_rows = [(n, r) for n, rt, r, _ in rows if rt == "embedkit Python encode"]
     if py_rows:
         print("\n| model | Python encode / CLI (embedkit bench) throughput |")

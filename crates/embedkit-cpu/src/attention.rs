@@ -70,19 +70,8 @@ fn relative_position_bucket(relative: i64, num_buckets: usize, max_distance: usi
 /// pays off on bigger tiles.
 const DIRECT_MAX_LEN: usize = 64;
 
-/// A raw pointer that may cross threads: each (sequence, head) task writes a disjoint set of `ctx` elements.
-#[derive(Clone, Copy)]
-struct CtxPtr(*mut f32);
-// SAFETY: tasks write disjoint elements (rows of their own sequence × columns of their own head).
-unsafe impl Send for CtxPtr {}
-unsafe impl Sync for CtxPtr {}
-
-impl CtxPtr {
-    /// Through a method, so closures capture the whole (Sync) wrapper rather than its raw-pointer field.
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
+/// Each (sequence, head) task writes a disjoint set of `ctx` elements through it.
+use crate::kernels::OutPtr as CtxPtr;
 
 /// `ctx[t × hidden] = softmax(Q·Kᵀ/√d + bias)·V` per sequence and head, from the fused `qkv[t × 3·hidden]`.
 ///

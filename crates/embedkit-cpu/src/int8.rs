@@ -6,6 +6,7 @@
 //! instruction) multiplies natively: `Σ x·w ≈ step·Σ u·q + min·Σ q`, both scaled by the weight's scale.
 //! Without VNNI the same packed data runs through a portable loop.
 
+use crate::kernels::OutPtr;
 use crate::simd::SimdLevel;
 use rayon::prelude::*;
 
@@ -190,19 +191,6 @@ fn lanes_min_max(lo: &[f32; 16], hi: &[f32; 16]) -> (f32, f32) {
         lo.iter().copied().fold(f32::INFINITY, f32::min),
         hi.iter().copied().fold(f32::NEG_INFINITY, f32::max),
     )
-}
-
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: parallel tasks write disjoint column blocks of the output.
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
-impl OutPtr {
-    /// Through a method so closures capture the whole wrapper, not its raw-pointer field.
-    fn get(self) -> *mut f32 {
-        self.0
-    }
 }
 
 /// The same arithmetic as the VNNI kernel in portable Rust, for CPUs without it.

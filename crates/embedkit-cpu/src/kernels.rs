@@ -134,9 +134,9 @@ pub(crate) fn matmul_ab(
 }
 
 /// Sum of a slice in 16 independent lanes: f32 addition is not associative, so a plain `sum()` stays one
-/// serial chain; explicit lanes let it vectorize.
+/// serial chain; explicit lanes let it vectorize. The tail is added to the lane total one value at a time.
 #[inline(always)]
-pub(crate) fn sum16(x: &[f32]) -> f32 {
+pub fn sum16(x: &[f32]) -> f32 {
     let mut lanes = [0.0f32; 16];
     let mut chunks = x.chunks_exact(16);
     for c in &mut chunks {
@@ -144,7 +144,62 @@ pub(crate) fn sum16(x: &[f32]) -> f32 {
             lanes[l] += c[l];
         }
     }
-    lanes.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
+    let mut s = lanes.iter().sum::<f32>();
+    for v in chunks.remainder() {
+        s += *v;
+    }
+    s
+}
+
+/// `Σ a·b` in 16 lanes, vectorizable like [`sum16`] (no fused multiply-add, so every level gives the same
+/// bits).
+#[inline(always)]
+pub fn dot16(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 16];
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for ((s, p), q) in lanes.iter_mut().zip(x).zip(y) {
+            *s += *p * *q;
+        }
+    }
+    let mut s = lanes.iter().sum::<f32>();
+    for (p, q) in ra.iter().zip(rb) {
+        s += *p * *q;
+    }
+    s
+}
+
+/// The largest value, in 16 lanes like [`sum16`]; −∞ for an empty slice.
+#[inline(always)]
+pub fn max16(x: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; 16];
+    let mut chunks = x.chunks_exact(16);
+    for c in &mut chunks {
+        for (l, v) in lanes.iter_mut().zip(c) {
+            *l = l.max(*v);
+        }
+    }
+    let mut m = lanes.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    for v in chunks.remainder() {
+        m = m.max(*v);
+    }
+    m
+}
+
+/// A raw pointer to an output buffer that parallel tasks share. Each task writes only its own disjoint part
+/// (rows, column blocks, heads), which is what makes sending it across threads sound; every use says which.
+#[derive(Clone, Copy)]
+pub(crate) struct OutPtr(pub(crate) *mut f32);
+// SAFETY: tasks holding copies write disjoint elements; see each use.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    /// Through a method, so closures capture the whole (Sync) wrapper rather than its raw-pointer field.
+    pub(crate) fn get(self) -> *mut f32 {
+        self.0
+    }
 }
 
 /// `x = LayerNorm(x + residual)` row by row (pass an empty residual to skip the add).
@@ -187,11 +242,7 @@ pub(crate) fn add_layer_norm(
 /// In-place softmax of one row.
 #[inline(always)]
 pub(crate) fn softmax(row: &mut [f32]) {
-    let mut lanes = [f32::NEG_INFINITY; 16];
-    for (i, &v) in row.iter().enumerate() {
-        lanes[i % 16] = lanes[i % 16].max(v);
-    }
-    let max = lanes.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let max = max16(row);
     for v in row.iter_mut() {
         *v = fast_exp::<Unfused>(*v - max);
     }
@@ -203,7 +254,7 @@ pub(crate) fn softmax(row: &mut [f32]) {
 /// (libm's `expf` is a call per element and kept GELU and softmax scalar). `M` decides whether the
 /// polynomial uses fused multiply-adds (half the instructions where the CPU has FMA).
 #[inline(always)]
-pub(crate) fn fast_exp<M: MulAdd>(x: f32) -> f32 {
+pub fn fast_exp<M: MulAdd>(x: f32) -> f32 {
     // e^x = 2^n · e^r with n = round(x / ln 2) and |r| ≤ ln2 / 2; ln 2 split in two so r keeps full precision.
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_145_75;
@@ -235,12 +286,20 @@ pub(crate) fn fast_exp<M: MulAdd>(x: f32) -> f32 {
     p * scale
 }
 
+/// [`fast_exp`], but exactly 0 below −87 (as `exp` gives for masked-out attention logits of −∞ or −1e4)
+/// instead of e^−87; a select, not a branch, so loops still vectorize.
+#[inline(always)]
+pub fn fast_exp_or_zero<M: MulAdd>(x: f32) -> f32 {
+    let e = fast_exp::<M>(x);
+    if x < -87.0 { 0.0 } else { e }
+}
+
 /// erf by Abramowitz & Stegun 7.1.26 (the formula PyTorch's vectorized CPU erf uses): max absolute error
 /// 1.5e-7 in exact arithmetic, 5.4e-7 evaluated in f32 (tested below); branch-free so the loop vectorizes. It computes `1 − poly·e^{−x²}`, which keeps GELU's tiny outputs
 /// for large negative inputs accurate; a cheaper exp-free rational fit (Eigen's) was tried and lost that
 /// (GELU(−5.58) off by 6e-7).
 #[inline(always)]
-pub(crate) fn erf<M: MulAdd>(x: f32) -> f32 {
+pub fn erf<M: MulAdd>(x: f32) -> f32 {
     let a = x.abs();
     let t = 1.0 / M::mul_add(0.327_591_1, a, 1.0);
     let mut poly = 1.061_405_4;

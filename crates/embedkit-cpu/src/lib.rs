@@ -5,11 +5,14 @@
 //! Matrix products use the `gemm` crate, which picks AVX-512, AVX2, NEON or scalar kernels at run time.
 
 mod attention;
+mod bf16;
 mod decoder;
+pub mod elementwise;
 mod int8;
 mod kernels;
 mod modernbert;
 mod panel;
+pub mod peak;
 mod rotary;
 mod simd;
 
@@ -58,6 +61,17 @@ pub enum CpuError {
     /// The batch's arrays disagree in length.
     #[error("malformed batch: {0}")]
     MalformedBatch(String),
+    /// The requested arithmetic needs instructions this CPU (or the `EMBEDKIT_SIMD` cap) lacks.
+    #[error(
+        "--compute {compute} needs a CPU with {needs}, which this one lacks (or EMBEDKIT_SIMD caps it \
+         below AVX-512); use --compute f32 or int8"
+    )]
+    Unsupported {
+        /// The arithmetic asked for.
+        compute: &'static str,
+        /// The instructions it needs.
+        needs: &'static str,
+    },
 }
 
 /// The arithmetic of the linear layers.
@@ -69,6 +83,9 @@ pub enum Compute {
     /// Linear layers with int8 weights (per output channel) and int8 activations (per token, quantized on
     /// the fly), accumulated in i32; AVX-512 VNNI where present. Attention, LayerNorm and GELU stay f32.
     Int8,
+    /// Linear layers with bf16 weights (half the memory of f32) and bf16 activations, accumulated in f32 by
+    /// AVX512_BF16's `vdpbf16ps`; only on CPUs that have it. Attention, LayerNorm, softmax and GELU stay f32.
+    Bf16,
 }
 
 impl std::str::FromStr for Compute {
@@ -77,7 +94,10 @@ impl std::str::FromStr for Compute {
         match s {
             "f32" => Ok(Compute::F32),
             "int8" => Ok(Compute::Int8),
-            other => Err(format!("unknown compute '{other}': expected f32 or int8")),
+            "bf16" => Ok(Compute::Bf16),
+            other => Err(format!(
+                "unknown compute '{other}': expected f32, int8 or bf16"
+            )),
         }
     }
 }
@@ -104,7 +124,8 @@ pub struct CpuOptions {
 /// One linear layer in the chosen arithmetic.
 enum Projection {
     /// f32 with weights packed in panels (see [`panel`]); the path for small batches.
-    Panel(panel::PanelLinear, Box<Projection>),
+    /// Large batches (above `panel_max_rows`) run `gemm` on the same panels: one copy of the weights.
+    Panel(panel::PanelLinear),
     F32 {
         /// `[n × k]`, PyTorch layout.
         weight: Vec<f32>,
@@ -113,17 +134,21 @@ enum Projection {
         k: usize,
     },
     Int8(int8::QuantizedLinear),
+    /// bf16 weights in one panel layout for every batch size (see [`bf16`]).
+    Bf16(bf16::Bf16Linear),
 }
 
 impl Projection {
     fn new(weight: Vec<f32>, bias: Option<Vec<f32>>, n: usize, k: usize, compute: Compute) -> Self {
         match compute {
-            Compute::F32 => Projection::Panel(
-                panel::PanelLinear::new(&weight, bias.as_deref(), n, k),
-                Box::new(Projection::F32 { weight, bias, n, k }),
-            ),
+            Compute::F32 => {
+                Projection::Panel(panel::PanelLinear::new(&weight, bias.as_deref(), n, k))
+            }
             Compute::Int8 => {
                 Projection::Int8(int8::QuantizedLinear::new(&weight, bias.as_deref(), n, k))
+            }
+            Compute::Bf16 => {
+                Projection::Bf16(bf16::Bf16Linear::new(&weight, bias.as_deref(), n, k))
             }
         }
     }
@@ -135,12 +160,13 @@ impl Projection {
 
     fn forward(&self, x: &[f32], t: usize, y: &mut [f32], ctx: &mut ForwardContext) {
         match self {
-            Projection::Panel(p, _) if t <= ctx.panel_max_rows => p.forward(x, t, y, ctx.simd),
-            Projection::Panel(_, full) => full.forward(x, t, y, ctx),
+            Projection::Panel(p) if t <= ctx.panel_max_rows => p.forward(x, t, y, ctx.simd),
+            Projection::Panel(p) => p.forward_gemm(x, t, y, ctx.parallelism),
             Projection::F32 { weight, bias, n, k } => {
                 kernels::linear(x, t, *k, weight, bias.as_deref(), *n, y, ctx.parallelism)
             }
             Projection::Int8(q) => q.forward(x, t, y, &mut ctx.scratch, ctx.vnni, ctx.simd),
+            Projection::Bf16(b) => b.forward(x, t, y),
         }
     }
 }
@@ -253,6 +279,12 @@ impl Runtime {
         let simd = options
             .simd
             .map_or_else(SimdLevel::detect, SimdLevel::capped);
+        if options.compute == Compute::Bf16 && !(bf16::supported() && simd == SimdLevel::Avx512) {
+            return Err(CpuError::Unsupported {
+                compute: "bf16",
+                needs: "AVX512_BF16",
+            });
+        }
         Ok(Self {
             pool,
             threads,
@@ -303,6 +335,7 @@ fn backend_name(compute: Compute, vnni: bool) -> &'static str {
         Compute::F32 => "cpu-f32",
         Compute::Int8 if vnni => "cpu-int8-vnni",
         Compute::Int8 => "cpu-int8",
+        Compute::Bf16 => "cpu-bf16",
     }
 }
 
@@ -311,6 +344,7 @@ fn backend_fingerprint(compute: Compute) -> String {
     match compute {
         Compute::F32 => "cpu-f32".into(),
         Compute::Int8 => "cpu-int8".into(),
+        Compute::Bf16 => "cpu-bf16".into(),
     }
 }
 

@@ -1,10 +1,13 @@
-//! An f32 linear layer with weights packed once at load into column panels, for small batches.
+//! An f32 linear layer with weights packed once at load into column panels: the one copy of an f32 layer.
 //!
 //! `gemm` repacks the weight matrix on every call, which for a handful of tokens (one query) costs as much
 //! as the arithmetic. Here `Wᵀ` is stored as `[n / 64][k][64]` panels: a task streams one contiguous panel
 //! and keeps a tile of accumulators in registers (6 rows × 64 columns with AVX-512, in intrinsics; 4 rows in
-//! the portable body the other levels compile), with no packing at run time.
+//! the portable body the other levels compile), with no packing at run time. Batches above the panel limit
+//! run `gemm` on the same panels ([`PanelLinear::forward_gemm`]), so no second copy in `gemm`'s layout is
+//! kept (it was +85 MB for all-MiniLM-L6-v2, +340 MB for all-mpnet-base-v2).
 
+use crate::kernels::OutPtr;
 use crate::simd::{MulAdd, SimdLevel};
 use rayon::prelude::*;
 
@@ -71,16 +74,53 @@ impl PanelLinear {
     }
 }
 
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: each task writes its own rows × panel columns of the output.
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
-impl OutPtr {
-    /// Through a method so closures capture the whole wrapper, not its raw-pointer field.
-    fn get(self) -> *mut f32 {
-        self.0
+impl PanelLinear {
+    /// `y[m × n] = x[m × k]·Wᵀ + b` through `gemm`, one call per panel (a `k × 64` matrix with rows 64 apart),
+    /// for batches where `gemm`'s cache blocking pays: the same packed weights serve both paths, so no second
+    /// copy of the layer is kept in `gemm`'s own layout.
+    pub(crate) fn forward_gemm(
+        &self,
+        x: &[f32],
+        m: usize,
+        y: &mut [f32],
+        parallelism: gemm::Parallelism,
+    ) {
+        let (n, k) = (self.n, self.k);
+        assert_eq!(x.len(), m * k, "input of {m} rows × {k}");
+        assert_eq!(y.len(), m * n, "output of {m} rows × {n}");
+        for row in y.chunks_exact_mut(n) {
+            row.copy_from_slice(&self.bias);
+        }
+        for p in 0..n.div_ceil(PANEL) {
+            let col0 = p * PANEL;
+            let cols = (n - col0).min(PANEL);
+            let panel = &self.panels[p * k * PANEL..(p + 1) * k * PANEL];
+            // SAFETY: y is m × n with rows n apart and the columns col0 .. col0 + cols < n; x is m × k with rows
+            // k apart; the panel is k × 64 with rows 64 apart, of which the first `cols` columns are read.
+            unsafe {
+                gemm::gemm(
+                    m,
+                    cols,
+                    k,
+                    y.as_mut_ptr().add(col0),
+                    1,
+                    n as isize,
+                    true,
+                    x.as_ptr(),
+                    1,
+                    k as isize,
+                    panel.as_ptr(),
+                    1,
+                    PANEL as isize,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    parallelism,
+                );
+            }
+        }
     }
 }
 
@@ -135,8 +175,9 @@ fn panel_task_body<M: MulAdd>(task: &PanelTask<'_>) {
 /// accumulator array to the stack on every step of `k` (LLVM does not keep a 1 KiB array in registers); here
 /// the tile is 6 rows × 4 registers, 24 of the 32 zmm registers, and stays there.
 #[cfg(target_arch = "x86_64")]
-mod avx512 {
+pub(crate) mod avx512 {
     use super::{PANEL, PanelTask};
+    use crate::kernels::OutPtr;
     use std::arch::x86_64::*;
 
     /// Rows per register tile: 6 × 4 accumulators + 4 weight registers + 1 broadcast ≤ 32 registers.
@@ -151,15 +192,7 @@ mod avx512 {
         let panel = &l.panels[task.panel * k * PANEL..(task.panel + 1) * k * PANEL];
         let col0 = task.panel * PANEL;
         let valid = (l.n - col0).min(PANEL);
-        // Per 16-column register: which columns are real (the last panel of a layer may be partial).
-        let masks: [__mmask16; 4] = std::array::from_fn(|q| {
-            let cols = valid.saturating_sub(q * 16).min(16);
-            if cols == 16 {
-                0xffff
-            } else {
-                (1u16 << cols) - 1
-            }
-        });
+        let masks = column_masks(valid);
         let mut r = task.rows.start;
         while r < task.rows.end {
             let rows = (task.rows.end - r).min(TILE);
@@ -187,22 +220,56 @@ mod avx512 {
                     }
                 }
             }
-            for (i, acc_row) in acc.iter().enumerate().take(rows) {
-                for (q, &v) in acc_row.iter().enumerate() {
-                    if masks[q] == 0 {
-                        continue;
-                    }
-                    let c = col0 + q * 16;
-                    // SAFETY: masked to columns < n; row r + i < m: inside the m × n output, in the rows and
-                    // columns only this task writes; the bias has n values.
-                    unsafe {
-                        let b = _mm512_maskz_loadu_ps(masks[q], l.bias.as_ptr().add(c));
-                        let dst = task.out.get().add((r + i) * l.n + c);
-                        _mm512_mask_storeu_ps(dst, masks[q], _mm512_add_ps(v, b));
-                    }
+            // SAFETY: rows r.. r + rows < m and the masked columns are this task's part of the m × n output;
+            // the bias has n values.
+            unsafe { store_tile(&acc[..rows], masks, &l.bias, task.out, r, l.n, col0) };
+            r += rows;
+        }
+    }
+
+    /// Per 16-column register of a 64-column panel: which columns are real (the last panel of a layer may be
+    /// partial, `valid` < 64).
+    pub(crate) fn column_masks(valid: usize) -> [__mmask16; 4] {
+        std::array::from_fn(|q| {
+            let cols = valid.saturating_sub(q * 16).min(16);
+            if cols == 16 {
+                0xffff
+            } else {
+                (1u16 << cols) - 1
+            }
+        })
+    }
+
+    /// Stores a tile of accumulators (`acc[i]` is row `row0 + i`, 64 columns from `col0`) plus the bias into
+    /// the row-major output with `n` columns, writing only the columns `masks` allow.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F; rows `row0 .. row0 + acc.len()` and the masked columns must lie inside
+    /// the output, and no other task may write them at the same time; `bias` must cover the masked columns.
+    #[target_feature(enable = "avx512f")]
+    pub(crate) unsafe fn store_tile(
+        acc: &[[__m512; 4]],
+        masks: [__mmask16; 4],
+        bias: &[f32],
+        out: OutPtr,
+        row0: usize,
+        n: usize,
+        col0: usize,
+    ) {
+        for (i, acc_row) in acc.iter().enumerate() {
+            for (q, &v) in acc_row.iter().enumerate() {
+                if masks[q] == 0 {
+                    continue;
+                }
+                let c = col0 + q * 16;
+                // SAFETY: the caller guarantees the masked columns of row row0 + i are inside the output and
+                // the bias, and that only this task writes them.
+                unsafe {
+                    let b = _mm512_maskz_loadu_ps(masks[q], bias.as_ptr().add(c));
+                    let dst = out.get().add((row0 + i) * n + c);
+                    _mm512_mask_storeu_ps(dst, masks[q], _mm512_add_ps(v, b));
                 }
             }
-            r += rows;
         }
     }
 }
@@ -211,7 +278,7 @@ mod avx512 {
 mod tests {
     use super::*;
 
-    /// Not a test: panels against `gemm` on MiniLM's layer shapes, fastest of 20 runs, one thread, for a batch
+    /// Not a test: panels against `gemm` (on the panels, and on the PyTorch layout) on MiniLM's layer shapes, fastest of 20 runs, one thread, for a batch
     /// of `rows` tokens (`cargo test --release -p embedkit-cpu --lib panel_vs_gemm_timing -- --ignored
     /// --nocapture`); decides where the panel kernel hands over to `gemm`.
     #[test]
@@ -221,8 +288,8 @@ mod tests {
             .num_threads(1)
             .build()
             .expect("pool");
-        for m in [26, 64, 208, 832] {
-            let (mut panel_total, mut gemm_total) = (0.0, 0.0);
+        for m in [26, 64, 208, 832, 4096] {
+            let (mut panel_total, mut gemm_total, mut on_panels_total) = (0.0, 0.0, 0.0);
             for (n, k) in [(1152, 384), (384, 384), (1536, 384), (384, 1536)] {
                 let x: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
                 let w: Vec<f32> = (0..n * k).map(|i| (i as f32 * 0.11).cos()).collect();
@@ -240,6 +307,11 @@ mod tests {
                 }
                 let level = SimdLevel::detect();
                 panel_total += pool.install(|| best(&mut y, &mut |y| p.forward(&x, m, y, level)));
+                on_panels_total += pool.install(|| {
+                    best(&mut y, &mut |y| {
+                        p.forward_gemm(&x, m, y, gemm::Parallelism::None)
+                    })
+                });
                 gemm_total += pool.install(|| {
                     best(&mut y, &mut |y| {
                         crate::kernels::linear(
@@ -256,8 +328,9 @@ mod tests {
                 });
             }
             println!(
-                "{m} rows: panels {:.3} ms, gemm {:.3} ms per layer",
+                "{m} rows: panels {:.3} ms, gemm on the panels {:.3} ms, gemm {:.3} ms per layer",
                 panel_total * 1e3,
+                on_panels_total * 1e3,
                 gemm_total * 1e3
             );
         }
@@ -274,6 +347,14 @@ mod tests {
                 let level = SimdLevel::capped(level);
                 let mut y = vec![0.0; m * n];
                 l.forward(&x, m, &mut y, level);
+                let mut g = vec![0.0; m * n];
+                l.forward_gemm(&x, m, &mut g, gemm::Parallelism::None);
+                for (a, b) in y.iter().zip(&g) {
+                    assert!(
+                        (a - b).abs() < 1e-3,
+                        "{m}x{n}x{k}: panels {a} vs gemm on panels {b}"
+                    );
+                }
                 for r in 0..m {
                     for c in 0..n {
                         let want: f32 =

@@ -48,6 +48,12 @@ impl SimdLevel {
         }
     }
 
+    /// [`SimdLevel::detect`], read once per process (for callers without a backend to carry the level).
+    pub fn cached() -> Self {
+        static LEVEL: std::sync::OnceLock<SimdLevel> = std::sync::OnceLock::new();
+        *LEVEL.get_or_init(Self::detect)
+    }
+
     /// Caps `requested` at what the CPU supports, so a caller can never select instructions it lacks.
     pub fn capped(requested: SimdLevel) -> Self {
         requested.min(Self::supported())
@@ -56,15 +62,15 @@ impl SimdLevel {
 
 /// Multiply-add for kernel bodies generic over whether the level has FMA: Rust never contracts `a * b + c`
 /// into an FMA by itself, and `mul_add` without hardware FMA is a slow libm call.
-pub(crate) trait MulAdd {
+pub trait MulAdd {
     /// `a · b + c`.
     fn mul_add(a: f32, b: f32, c: f32) -> f32;
 }
 
 /// Fused multiply-add (levels with FMA).
-pub(crate) struct Fused;
+pub struct Fused;
 /// Separate multiply and add (baseline).
-pub(crate) struct Unfused;
+pub struct Unfused;
 
 impl MulAdd for Fused {
     #[inline(always)]
@@ -82,35 +88,38 @@ impl MulAdd for Unfused {
 
 /// Defines `pub(crate) fn $name(level: SimdLevel, args…)` that runs `$body_fn(args…)` compiled for the chosen
 /// level. `$body_fn` must be `#[inline(always)]` so its loops are vectorized inside each wrapper. With
-/// `=> fma $body_fn`, the body is generic over [`MulAdd`] and gets [`Fused`] on AVX2/AVX-512.
+/// `=> fma $body_fn`, the body is generic over [`MulAdd`] and gets [`Fused`] on AVX2/AVX-512. Exported (as
+/// `embedkit_cpu::elementwise::multiversion`) so training's fused ops dispatch the same way.
+#[macro_export]
+#[doc(hidden)]
 macro_rules! multiversion {
     ($name:ident($($arg:ident : $ty:ty),* $(,)?) => fma $body_fn:ident) => {
-        pub(crate) fn $name(level: $crate::simd::SimdLevel, $($arg: $ty),*) {
+        pub(crate) fn $name(level: $crate::SimdLevel, $($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
                 unsafe fn avx512($($arg: $ty),*) {
-                    $body_fn::<$crate::simd::Fused>($($arg),*)
+                    $body_fn::<$crate::elementwise::Fused>($($arg),*)
                 }
                 #[target_feature(enable = "avx2,fma")]
                 unsafe fn avx2($($arg: $ty),*) {
-                    $body_fn::<$crate::simd::Fused>($($arg),*)
+                    $body_fn::<$crate::elementwise::Fused>($($arg),*)
                 }
                 match level {
                     // SAFETY: a SimdLevel above Baseline only comes from SimdLevel::supported()/capped(), i.e.
                     // the CPU has these features.
-                    $crate::simd::SimdLevel::Avx512 => return unsafe { avx512($($arg),*) },
+                    $crate::SimdLevel::Avx512 => return unsafe { avx512($($arg),*) },
                     // SAFETY: as above.
-                    $crate::simd::SimdLevel::Avx2 => return unsafe { avx2($($arg),*) },
-                    $crate::simd::SimdLevel::Baseline => {}
+                    $crate::SimdLevel::Avx2 => return unsafe { avx2($($arg),*) },
+                    $crate::SimdLevel::Baseline => {}
                 }
             }
             let _ = level;
-            $body_fn::<$crate::simd::Unfused>($($arg),*)
+            $body_fn::<$crate::elementwise::Unfused>($($arg),*)
         }
     };
     ($name:ident($($arg:ident : $ty:ty),* $(,)?) => $body_fn:path) => {
-        pub(crate) fn $name(level: $crate::simd::SimdLevel, $($arg: $ty),*) {
+        pub(crate) fn $name(level: $crate::SimdLevel, $($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
@@ -124,10 +133,10 @@ macro_rules! multiversion {
                 match level {
                     // SAFETY: a SimdLevel above Baseline only comes from SimdLevel::supported()/capped(), i.e.
                     // the CPU has these features.
-                    $crate::simd::SimdLevel::Avx512 => return unsafe { avx512($($arg),*) },
+                    $crate::SimdLevel::Avx512 => return unsafe { avx512($($arg),*) },
                     // SAFETY: as above.
-                    $crate::simd::SimdLevel::Avx2 => return unsafe { avx2($($arg),*) },
-                    $crate::simd::SimdLevel::Baseline => {}
+                    $crate::SimdLevel::Avx2 => return unsafe { avx2($($arg),*) },
+                    $crate::SimdLevel::Baseline => {}
                 }
             }
             let _ = level;
@@ -136,4 +145,4 @@ macro_rules! multiversion {
     };
 }
 
-pub(crate) use multiversion;
+pub(crate) use crate::multiversion;

@@ -268,6 +268,7 @@ impl Model {
         match self.spec.compute {
             Compute::F32 => "f32",
             Compute::Int8 => "int8",
+            Compute::Bf16 => "bf16",
         }
     }
 

@@ -13,6 +13,10 @@
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Storage, Tensor, bail};
+use embedkit_cpu::SimdLevel;
+use embedkit_cpu::elementwise::{
+    Unfused, dot16, erf, fast_exp_or_zero, max16, multiversion, sum16,
+};
 use rayon::prelude::*;
 
 /// Elements per parallel task: big enough to amortize scheduling, small enough to balance two threads.
@@ -34,135 +38,11 @@ fn input<'a>(op: &str, what: &str, s: &'a CpuStorage, l: &Layout) -> Result<&'a 
     }
 }
 
-/// Compiles a kernel body again with AVX2+FMA and AVX-512 enabled and picks the best the CPU has at run time
-/// (the crate is built for baseline x86-64). The body is `#[inline(always)]`, so each copy vectorizes with its
-/// own instruction set; no FMA contraction happens, so every copy computes bit-identical results.
-macro_rules! multiversion {
-    ($name:ident($($arg:ident : $ty:ty),* $(,)?) => $body:ident) => {
-        fn $name($($arg: $ty),*) {
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
-                fn avx512($($arg: $ty),*) {
-                    $body($($arg),*)
-                }
-                #[target_feature(enable = "avx2,fma")]
-                fn avx2($($arg: $ty),*) {
-                    $body($($arg),*)
-                }
-                if std::arch::is_x86_feature_detected!("avx512f")
-                    && std::arch::is_x86_feature_detected!("avx512bw")
-                    && std::arch::is_x86_feature_detected!("avx512dq")
-                    && std::arch::is_x86_feature_detected!("avx512vl")
-                    && std::arch::is_x86_feature_detected!("fma")
-                {
-                    // SAFETY: the CPU has every feature the function enables (checked just above).
-                    return unsafe { avx512($($arg),*) };
-                }
-                if std::arch::is_x86_feature_detected!("avx2")
-                    && std::arch::is_x86_feature_detected!("fma")
-                {
-                    // SAFETY: as above.
-                    return unsafe { avx2($($arg),*) };
-                }
-            }
-            $body($($arg),*)
-        }
-    };
-}
-
-/// Sum with 16 independent partial sums, so the loop vectorizes (a single accumulator is a serial chain the
-/// compiler may not reorder).
-#[inline(always)]
-fn sum16(xs: &[f32]) -> f32 {
-    let mut acc = [0f32; 16];
-    let chunks = xs.chunks_exact(16);
-    let rest = chunks.remainder();
-    for c in chunks {
-        for (a, v) in acc.iter_mut().zip(c) {
-            *a += *v;
-        }
-    }
-    let mut s = acc.iter().sum::<f32>();
-    for v in rest {
-        s += *v;
-    }
-    s
-}
-
-/// `Σ a·b`, vectorizable like [`sum16`].
-#[inline(always)]
-fn dot16(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 16];
-    let ca = a.chunks_exact(16);
-    let cb = b.chunks_exact(16);
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for ((s, p), q) in acc.iter_mut().zip(x).zip(y) {
-            *s += *p * *q;
-        }
-    }
-    let mut s = acc.iter().sum::<f32>();
-    for (p, q) in ra.iter().zip(rb) {
-        s += *p * *q;
-    }
-    s
-}
-
-/// Max, vectorizable like [`sum16`].
-#[inline(always)]
-fn max16(xs: &[f32]) -> f32 {
-    let mut acc = [f32::NEG_INFINITY; 16];
-    let chunks = xs.chunks_exact(16);
-    let rest = chunks.remainder();
-    for c in chunks {
-        for (a, v) in acc.iter_mut().zip(c) {
-            *a = a.max(*v);
-        }
-    }
-    let mut m = acc.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
-    for v in rest {
-        m = m.max(*v);
-    }
-    m
-}
-
-/// `e^x` with relative error below 2e-7, branch-free so loops over it vectorize (libm's `expf` is a call per
-/// element). The same construction as embedkit-cpu's inference kernels, except that inputs below −87 give
-/// exactly 0 (as `exp` does for the masked-out attention logits), not e^−87.
-#[inline(always)]
-pub(crate) fn fast_exp(x: f32) -> f32 {
-    let underflow = x < -87.0;
-    // e^x = 2^n · e^r with n = round(x / ln 2) and |r| ≤ ln2 / 2; ln 2 split in two so r keeps full precision.
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_145_75;
-    const LN2_LO: f32 = 1.428_606_8e-6;
-    // Adding and subtracting 1.5·2²³ rounds to the nearest integer without a call to roundf.
-    const ROUND: f32 = 12_582_912.0;
-    let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2E + ROUND) - ROUND;
-    let r = x - n * LN2_HI - n * LN2_LO;
-    let p = 1.0
-        + r * (1.0
-            + r * (0.5
-                + r * (1.0 / 6.0
-                    + r * (1.0 / 24.0
-                        + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
-    // A select, not a branch: the loop still vectorizes.
-    if underflow { 0.0 } else { p * scale }
-}
-
-/// erf with max absolute error 1.5e-7 (Abramowitz & Stegun 7.1.26), branch-free.
-#[inline(always)]
-pub(crate) fn erf(x: f32) -> f32 {
-    let a = x.abs();
-    let t = 1.0 / (1.0 + 0.327_591_1 * a);
-    let poly = t
-        * (0.254_829_6
-            + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152_1 + t * 1.061_405_4))));
-    let y = 1.0 - poly * fast_exp(-a * a);
-    y.copysign(x)
+/// The instruction set the kernels below run with: embedkit-cpu's choice (`EMBEDKIT_SIMD` caps it), made once.
+/// Their bodies use separate multiplies and adds ([`Unfused`]), so every level computes the same bits and a
+/// run's losses do not depend on the CPU.
+fn level() -> SimdLevel {
+    SimdLevel::cached()
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -308,7 +188,7 @@ impl CustomOp3 for LayerNormOp {
         let step = rows_per_task(h) * h;
         y.par_chunks_mut(step)
             .zip(x.par_chunks(step))
-            .for_each(|(yc, xc)| layer_norm_rows(xc, w, b, yc, self.eps));
+            .for_each(|(yc, xc)| layer_norm_rows(level(), xc, w, b, yc, self.eps));
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
@@ -371,7 +251,7 @@ impl CustomOp3 for LayerNormBwd {
             .zip(gy.par_chunks(step))
             .map(|((dc, xc), gc)| {
                 let mut part = vec![0f32; 2 * h];
-                layer_norm_bwd_rows(xc, w, gc, dc, &mut part, self.eps);
+                layer_norm_bwd_rows(level(), xc, w, gc, dc, &mut part, self.eps);
                 part
             })
             .collect();
@@ -442,7 +322,7 @@ fn softmax_row(sr: &[f32], mask: &[f32], yr: &mut [f32], scale: f32) {
     }
     let max = max16(yr);
     for o in yr.iter_mut() {
-        *o = fast_exp(*o - max);
+        *o = fast_exp_or_zero::<Unfused>(*o - max);
     }
     let inv = 1.0 / sum16(yr);
     for o in yr.iter_mut() {
@@ -555,7 +435,7 @@ impl CustomOp2 for MaskedSoftmax {
                 } else {
                     &drop[off..off + n]
                 };
-                softmax_rows(&s[off..off + n], m, dc, yc, self.scale)
+                softmax_rows(level(), &s[off..off + n], m, dc, yc, self.scale)
             })
         };
         match &self.drop {
@@ -631,7 +511,7 @@ impl CustomOp2 for SoftmaxBwd {
         ds.par_chunks_mut(step)
             .zip(p.par_chunks(step))
             .zip(gy.par_chunks(step))
-            .for_each(|((dc, pc), gc)| softmax_bwd_rows(pc, gc, dc, tk, self.scale));
+            .for_each(|((dc, pc), gc)| softmax_bwd_rows(level(), pc, gc, dc, tk, self.scale));
         Ok((CpuStorage::F32(ds), l1.shape().clone()))
     }
 }
@@ -675,6 +555,7 @@ impl CustomOp3 for SoftmaxDropoutBwd {
             for_row_chunks(&mut ds, mask, b, tk, |off, m, dc| {
                 let n = dc.len();
                 softmax_dropout_bwd_rows(
+                    level(),
                     &s[off..off + n],
                     m,
                     &drop[off..off + n],
@@ -790,7 +671,14 @@ impl CustomOp3 for BiasDropoutAdd {
                 } else {
                     &drop[off..off + len]
                 };
-                bias_dropout_add_rows(&x[off..off + len], bias, dc, &res[off..off + len], yc)
+                bias_dropout_add_rows(
+                    level(),
+                    &x[off..off + len],
+                    bias,
+                    dc,
+                    &res[off..off + len],
+                    yc,
+                )
             })
         };
         match &self.drop {
@@ -862,7 +750,7 @@ impl candle_core::CustomOp1 for BiasDropoutAddBwd {
                 .par_chunks(step)
                 .map(|gc| {
                     let mut part = vec![0f32; h];
-                    bias_dropout_add_bwd_rows(gc, &[], &mut [], &mut part);
+                    bias_dropout_add_bwd_rows(level(), gc, &[], &mut [], &mut part);
                     part
                 })
                 .collect(),
@@ -880,7 +768,7 @@ impl candle_core::CustomOp1 for BiasDropoutAddBwd {
                     .zip(drop.par_chunks(step))
                     .map(|((dxc, gc), dc)| {
                         let mut part = vec![0f32; h];
-                        bias_dropout_add_bwd_rows(gc, dc, dxc, &mut part);
+                        bias_dropout_add_bwd_rows(level(), gc, dc, dxc, &mut part);
                         part
                     })
                     .collect())
@@ -923,7 +811,7 @@ fn bias_gelu_rows_body(x: &[f32], bias: &[f32], y: &mut [f32]) {
     for (xr, yr) in x.chunks_exact(n).zip(y.chunks_exact_mut(n)) {
         for ((o, v), c) in yr.iter_mut().zip(xr).zip(bias) {
             let u = *v + *c;
-            *o = 0.5 * u * (1.0 + erf(u * std::f32::consts::FRAC_1_SQRT_2));
+            *o = 0.5 * u * (1.0 + erf::<Unfused>(u * std::f32::consts::FRAC_1_SQRT_2));
         }
     }
 }
@@ -942,8 +830,8 @@ fn bias_gelu_bwd_rows_body(x: &[f32], bias: &[f32], gy: &[f32], dx: &mut [f32], 
     {
         for ((((d, v), c), g), acc) in dr.iter_mut().zip(xr).zip(bias).zip(gr).zip(db.iter_mut()) {
             let u = *v + *c;
-            let cdf = 0.5 * (1.0 + erf(u * std::f32::consts::FRAC_1_SQRT_2));
-            let pdf = INV_SQRT_2PI * fast_exp(-0.5 * u * u);
+            let cdf = 0.5 * (1.0 + erf::<Unfused>(u * std::f32::consts::FRAC_1_SQRT_2));
+            let pdf = INV_SQRT_2PI * fast_exp_or_zero::<Unfused>(-0.5 * u * u);
             *d = *g * (cdf + u * pdf);
             *acc += *d;
         }
@@ -972,7 +860,7 @@ impl CustomOp2 for BiasGelu {
         let step = rows_per_task(n) * n;
         y.par_chunks_mut(step)
             .zip(x.par_chunks(step))
-            .for_each(|(yc, xc)| bias_gelu_rows(xc, bias, yc));
+            .for_each(|(yc, xc)| bias_gelu_rows(level(), xc, bias, yc));
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
@@ -1030,7 +918,7 @@ impl CustomOp3 for BiasGeluBwd {
             .zip(gy.par_chunks(step))
             .map(|((dc, xc), gc)| {
                 let mut part = vec![0f32; n];
-                bias_gelu_bwd_rows(xc, bias, gc, dc, &mut part);
+                bias_gelu_bwd_rows(level(), xc, bias, gc, dc, &mut part);
                 part
             })
             .collect();
@@ -1218,7 +1106,7 @@ multiversion!(dropout_fill_chunk(state: u64, start: u64, out: &mut [f32], p: f32
 pub(crate) fn dropout_fill(state: u64, out: &mut [f32], p: f32, keep: f32) {
     out.par_chunks_mut(TASK_ELEMS)
         .enumerate()
-        .for_each(|(i, c)| dropout_fill_chunk(state, (i * TASK_ELEMS) as u64, c, p, keep));
+        .for_each(|(i, c)| dropout_fill_chunk(level(), state, (i * TASK_ELEMS) as u64, c, p, keep));
 }
 
 // ---------------------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 //! The `embedkit` command: wires the crates into subcommands. All logic lives in the library crates.
 
 mod analogy_cli;
+mod bench_cli;
 mod cache_cli;
 mod cross_cli;
 mod drift_cli;
@@ -293,9 +294,12 @@ struct BenchArgs {
     /// Worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
-    /// Linear-layer arithmetic: f32 or int8.
+    /// Linear-layer arithmetic: f32, int8 or bf16 (bf16 only on CPUs with AVX512_BF16).
     #[arg(long, default_value = "f32")]
     compute: Compute,
+    /// Skip measuring the CPU's peak (and the linear layers' share of it).
+    #[arg(long)]
+    no_peak: bool,
     /// Where the models run: cpu, cuda[:N] or auto (see `embed --help`).
     #[arg(long, default_value = "cpu", value_name = "cpu|auto|cuda[:N]")]
     device: Device,
@@ -879,6 +883,8 @@ fn bench(args: BenchArgs, quiet: bool) -> Result<()> {
     let mut reports = Vec::new();
     // Requests, tokens and cost of each API model's whole run, beside the speed of local ones.
     let mut usages: Vec<(String, Option<embedkit_core::Usage>)> = Vec::new();
+    // Each local model's linear-layer cost, for its share of the CPU's peak.
+    let mut costs: Vec<Option<bench_cli::LinearCost>> = Vec::new();
     for spec in &args.model {
         let start = std::time::Instant::now();
         if let Some(api) = providers_cli::load(spec, &args.api)? {
@@ -902,6 +908,7 @@ fn bench(args: BenchArgs, quiet: bool) -> Result<()> {
             )?;
             let rss = embedkit_eval::speed::peak_rss_bytes().unwrap_or(0);
             usages.push((spec.clone(), api.usage()));
+            costs.push(None);
             reports.push((report, load_ms, rss, providers_cli::backend(&api)));
             continue;
         }
@@ -936,20 +943,33 @@ fn bench(args: BenchArgs, quiet: bool) -> Result<()> {
         )?;
         let rss = embedkit_eval::speed::peak_rss_bytes().unwrap_or(0);
         usages.push((spec.clone(), None));
+        costs.push(bench_cli::linear_cost(model.config()));
         reports.push((report, load_ms, rss, model.info().backend));
     }
+    // Measured after the models ran, so the loops do not share the cores with loading.
+    let machine = (!args.no_peak).then(|| {
+        let threads = args
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        bench_cli::Machine::measure(threads)
+    });
     let mut out = std::io::stdout().lock();
     if args.json {
         let v: Vec<_> = reports
             .iter()
             .zip(&usages)
-            .map(|((r, load_ms, rss, backend), (_, usage))| {
+            .zip(&costs)
+            .map(|(((r, load_ms, rss, backend), (_, usage)), cost)| {
                 let mut v = serde_json::to_value(r).expect("a speed report serializes");
                 v["usage"] = providers_cli::usage_json(usage.as_ref());
                 v["load_ms"] = serde_json::json!(load_ms);
                 v["peak_rss_bytes"] = serde_json::json!(rss);
                 v["backend"] = serde_json::json!(backend);
                 v["threads"] = serde_json::json!(args.threads);
+                if let Some(m) = &machine {
+                    v["machine"] = m.json();
+                    v["linear"] = m.linear_json(*cost, r.tokens_per_s, args.compute);
+                }
                 v
             })
             .collect();
@@ -983,6 +1003,14 @@ fn bench(args: BenchArgs, quiet: bool) -> Result<()> {
         reports[0].0.texts, reports[0].0.mean_tokens, reports[0].0.batch_size
     )?;
     providers_cli::usage_table(&usages, &mut out)?;
+    if let Some(m) = &machine {
+        let rows: Vec<_> = reports
+            .iter()
+            .zip(&costs)
+            .map(|((r, ..), c)| (r.model.clone(), *c, r.tokens_per_s))
+            .collect();
+        m.write_table(&mut out, &rows, args.compute)?;
+    }
     for (r, ..) in &reports {
         if !r.by_length.is_empty() {
             writeln!(
