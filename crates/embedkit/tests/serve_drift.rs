@@ -259,7 +259,7 @@ fn twenty_in_distribution_windows_do_not_alert_and_switched_topics_do() {
     let _one = ONE_SERVER.lock().unwrap_or_else(|e| e.into_inner());
     let python = python_with(&["prometheus_client"]);
     let dir = tempfile::tempdir().unwrap();
-    // Descriptions of up to 300 characters (45% of them): about 870 reference and 870 traffic texts.
+    // Descriptions of up to 300 characters: 818 reference vectors, 792 traffic and 551 switched texts.
     let (profile, split) = profile(dir.path(), &[], 300);
     let window = 50;
     let server = Server::start(&[
