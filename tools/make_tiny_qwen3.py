@@ -19,10 +19,11 @@ TemplateProcessing post-processor that appends ``<|endoftext|>`` to every sequen
 tokenizer.json does; padding on the left as its tokenizer_config.json says.
 
     tools/.venv/bin/python tools/make_tiny_qwen3.py
-    tools/.venv/bin/python tools/make_tiny_qwen3.py --full-size target/bench-models/qwen3-0.6b-random
+    tools/.venv/bin/python tools/make_tiny_qwen3.py --full-size .tmp/bench-models/qwen3-0.6b-random
 
 ``--full-size DIR`` also saves a random model with Qwen3-Embedding-0.6B's real config (28 layers, hidden 1024,
-vocab 151669) in bf16, with a 32k-entry byte-level BPE trained on the bench corpus, for tools/bench_decoder.py.
+vocab 151669) in bf16, with a byte-level BPE (up to 32k entries) trained on bench/*.txt, for
+tools/bench_decoder.py. The fixtures are rewritten too (identically: everything is seeded).
 """
 
 from __future__ import annotations
@@ -245,8 +246,9 @@ def check_tokenizer(folder: Path, entry: dict) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--full-size", type=Path, help="also save a full-size random Qwen3-Embedding-0.6B here")
-    ap.add_argument("--corpus", type=Path, default=ROOT / "target" / "bench-corpus.txt",
-                    help="texts to train the full-size model's 32k tokenizer on (one per line)")
+    ap.add_argument("--corpus", type=Path, action="append",
+                    help="texts to train the full-size model's 32k tokenizer on, one per line (default: "
+                         "bench/sentences.txt and bench/long.txt)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     tok = train_tokenizer(corpus() + TEXTS, 1000)
@@ -264,7 +266,8 @@ def main() -> None:
         json.dump(expected, f, ensure_ascii=False, separators=(",", ":"))
         f.write("\n")
     if args.full_size:
-        lines = [l for l in args.corpus.read_text(encoding="utf-8").splitlines() if l.strip()]
+        paths = args.corpus or [ROOT / "bench" / "sentences.txt", ROOT / "bench" / "long.txt"]
+        lines = [l for p in paths for l in p.read_text(encoding="utf-8").splitlines() if l.strip()]
         big_tok = train_tokenizer(lines, 32000)
         build_folder("qwen3", big_tok, args.full_size, 23, 512, full=True)
         print(f"full-size Qwen3-Embedding-0.6B (random) in {args.full_size}")
