@@ -80,6 +80,7 @@ def export_ort_int8(folder, onnx_path, out_path):
     """ONNX Runtime's own int8, as a user would make it: the transformer-optimized graph (fused attention,
     LayerNorm, GELU) from `onnxruntime.transformers.optimizer`, then `quantize_dynamic` (int8 weights,
     activations quantized per call)."""
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.transformers import optimizer
 
@@ -91,7 +92,10 @@ def export_ort_int8(folder, onnx_path, out_path):
                                      hidden_size=cfg["hidden_size"])
     model.save_model_to_file(opt_path)
     tmp = out_path + ".tmp"
-    quantize_dynamic(opt_path, tmp, weight_type=QuantType.QInt8)
+    # The fused ops (com.microsoft BiasGelu, Attention, ...) defeat ONNX's shape inference; their outputs are
+    # f32, which the quantizer is told instead of failing.
+    quantize_dynamic(opt_path, tmp, weight_type=QuantType.QInt8,
+                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     os.replace(tmp, out_path)
 
 
