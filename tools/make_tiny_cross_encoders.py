@@ -91,7 +91,7 @@ PAIRS = [
     ["zyxwvut qqqq", "Unknown words like zyxwvut and qqqq become unknown pieces."],
     ["tabs\tand\nnewlines", "in\tthe\ndocument"],
     ["same document twice", LONG_DOC],
-    ["one more pair", "to make twenty pairs in all, with a medium length document of a few words"],
+    [LONG_DOC + " The first text is the longer one here, so longest-first cuts it more.", LONG_QUERY],
 ]
 
 RANK_QUERY = "how do I set up kubernetes?"

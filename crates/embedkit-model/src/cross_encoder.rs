@@ -25,7 +25,7 @@ use embedkit_core::EmbedError;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use tokenizers::{TruncationDirection, TruncationParams, TruncationStrategy};
+use tokenizers::{PostProcessor, TruncationDirection};
 
 /// Options of one [`CrossEncoder::predict`] call.
 #[derive(Debug, Clone, Default)]
@@ -129,6 +129,8 @@ pub struct CrossEncoder {
     parameters: usize,
     /// sentence_bert_config.json `do_lower_case`.
     lowercase: bool,
+    /// The tokenizer without truncation: pairs are cut by [`longest_first`] before their special tokens.
+    pair_tokenizer: tokenizers::Tokenizer,
 }
 
 impl CrossEncoder {
@@ -208,6 +210,13 @@ impl CrossEncoder {
             .unwrap_or(usize::MAX)
             .min(config.max_tokens());
         let tokenizer = TextTokenizer::load(&tdir, layout.do_lower_case, max_tokens)?;
+        let mut pair_tokenizer = tokenizer.raw().clone();
+        pair_tokenizer
+            .with_truncation(None)
+            .map_err(|e| ModelError::Tokenizer {
+                path: tdir.clone(),
+                message: e.to_string(),
+            })?;
         let backend = make_backend(&config, &files)?;
         drop(files);
         Ok(Self {
@@ -222,6 +231,7 @@ impl CrossEncoder {
             activation,
             parameters,
             lowercase: layout.do_lower_case,
+            pair_tokenizer,
         })
     }
 
@@ -283,25 +293,12 @@ impl CrossEncoder {
         pairs: &[(&str, &str)],
         max_length: Option<usize>,
     ) -> Result<(Vec<Encoded>, Vec<bool>), EmbedError> {
-        let limit = max_length.map_or(self.max_tokens(), |m| m.min(self.max_tokens()));
-        let custom;
-        let tok = if limit == self.max_tokens() {
-            self.tokenizer.raw()
-        } else {
-            let mut t = self.tokenizer.raw().clone();
-            t.with_truncation(Some(TruncationParams {
-                max_length: limit.max(1),
-                strategy: TruncationStrategy::LongestFirst,
-                stride: 0,
-                direction: TruncationDirection::Right,
-            }))
-            .map_err(|e| EmbedError::InvalidOption {
-                option: "max_length",
-                reason: e.to_string(),
-            })?;
-            custom = t;
-            &custom
-        };
+        let limit = max_length
+            .map_or(self.max_tokens(), |m| m.min(self.max_tokens()))
+            .max(1);
+        let tok = &self.pair_tokenizer;
+        let added = tok.get_post_processor().map_or(0, |p| p.added_tokens(true));
+        let budget = limit.saturating_sub(added);
         let prepared = |s: &str| -> String {
             // sentence-transformers 6 hands pair texts to the tokenizer as they are (no strip); lowercasing is
             // the tokenizer's job unless sentence_bert_config.json asks for it.
@@ -311,17 +308,17 @@ impl CrossEncoder {
                 s.to_string()
             }
         };
-        let inputs: Vec<(String, String)> = pairs
+        let texts: Vec<String> = pairs
             .iter()
-            .map(|(a, b)| (prepared(a), prepared(b)))
+            .flat_map(|(a, b)| [prepared(a), prepared(b)])
             .collect();
-        let encodings = match tok.encode_batch(inputs.clone(), true) {
+        let singles = match tok.encode_batch(texts.clone(), false) {
             Ok(e) => e,
             Err(_) => {
-                for (i, p) in inputs.into_iter().enumerate() {
-                    if let Err(e) = tok.encode(p, true) {
+                for (i, t) in texts.into_iter().enumerate() {
+                    if let Err(e) = tok.encode(t, false) {
                         return Err(EmbedError::Tokenize {
-                            index: i,
+                            index: i / 2,
                             message: e.to_string(),
                         });
                     }
@@ -332,17 +329,25 @@ impl CrossEncoder {
                 });
             }
         };
-        let truncated = encodings
-            .iter()
-            .map(|e| !e.get_overflowing().is_empty())
-            .collect();
-        let encoded = encodings
-            .into_iter()
-            .map(|e| Encoded {
+        let mut encoded = Vec::with_capacity(pairs.len());
+        let mut truncated = Vec::with_capacity(pairs.len());
+        let mut it = singles.into_iter();
+        while let (Some(mut a), Some(mut b)) = (it.next(), it.next()) {
+            let (na, nb) = longest_first(a.len(), b.len(), budget);
+            truncated.push(na < a.len() || nb < b.len());
+            a.truncate(na, 0, TruncationDirection::Right);
+            b.truncate(nb, 0, TruncationDirection::Right);
+            let e = tok
+                .post_process(a, Some(b), true)
+                .map_err(|e| EmbedError::Tokenize {
+                    index: encoded.len(),
+                    message: e.to_string(),
+                })?;
+            encoded.push(Encoded {
                 ids: e.get_ids().to_vec(),
                 type_ids: e.get_type_ids().to_vec(),
-            })
-            .collect();
+            });
+        }
         Ok((encoded, truncated))
     }
 
@@ -472,4 +477,41 @@ fn default_activation(
     } else {
         DenseActivation::Identity
     })
+}
+
+/// How many tokens of each sequence a pair keeps under `budget` (special tokens excluded), as the Python
+/// `tokenizers` 0.23.3 that sentence-transformers calls does with `truncation="longest_first"`: the shorter
+/// keeps all it can up to half, the longer the rest, and when both are cut the longer gets the odd token. (The
+/// tokenizers crate 0.23.2 gives that token to the second sequence even when the first is longer.)
+fn longest_first(a: usize, b: usize, budget: usize) -> (usize, usize) {
+    if a + b <= budget {
+        return (a, b);
+    }
+    let (short, long, swapped) = if a > b { (b, a, true) } else { (a, b, false) };
+    let (mut n1, mut n2) = if short > budget {
+        (short, short)
+    } else {
+        (short, (budget - short).max(short))
+    };
+    if n1 + n2 > budget {
+        n1 = budget / 2;
+        n2 = n1 + budget % 2;
+    }
+    if swapped { (n2, n1) } else { (n1, n2) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::longest_first;
+
+    #[test]
+    fn longest_first_matches_python_tokenizers() {
+        // Values from tokenizers 0.23.3 (Python), budget = max_length minus the 3 special tokens of a BERT pair.
+        assert_eq!(longest_first(68, 64, 45), (23, 22));
+        assert_eq!(longest_first(15, 32, 11), (5, 6));
+        assert_eq!(longest_first(15, 32, 17), (8, 9));
+        assert_eq!(longest_first(3, 40, 10), (3, 7));
+        assert_eq!(longest_first(40, 3, 10), (7, 3));
+        assert_eq!(longest_first(5, 5, 20), (5, 5));
+    }
 }
