@@ -487,7 +487,8 @@ fn longest_first(a: usize, b: usize, budget: usize) -> (usize, usize) {
     if a + b <= budget {
         return (a, b);
     }
-    let (short, long, swapped) = if a > b { (b, a, true) } else { (a, b, false) };
+    // Only the shorter length matters once the pair is over budget: the longer takes what is left.
+    let (short, swapped) = if a > b { (b, true) } else { (a, false) };
     let (mut n1, mut n2) = if short > budget {
         (short, short)
     } else {
