@@ -15,8 +15,8 @@
 pub mod datasets;
 mod error;
 pub mod metrics;
-pub mod rerank;
 pub mod report;
+pub mod rerank;
 pub mod speed;
 pub mod stats;
 pub mod tasks;
