@@ -330,11 +330,27 @@ const BENCH_LONG: &str = include_str!("../../../bench/long.txt");
 fn main() {
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
-        // One line: the chain of causes joined, newlines from library messages flattened.
-        let msg = format!("{e:#}").replace('\n', " ");
-        eprintln!("error: {msg}");
+        eprintln!("error: {}", error_line(&e));
         std::process::exit(1);
     }
+}
+
+/// One line: the chain of causes joined by ": ", newlines from library messages flattened. A cause whose text
+/// its parent's message already ends with (library errors that print their source, `"…: {source}"`) is not
+/// repeated.
+fn error_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string().replace('\n', " ");
+        if line.ends_with(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -1040,4 +1056,26 @@ fn bench(args: BenchArgs, quiet: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod error_line_tests {
+    use super::error_line;
+
+    #[test]
+    fn a_cause_already_in_its_parents_message_is_not_repeated() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let inner = anyhow::Error::new(io).context("cannot read 'x.txt': no such file");
+        let outer = inner.context("cannot load model 'm'");
+        assert_eq!(
+            error_line(&outer),
+            "cannot load model 'm': cannot read 'x.txt': no such file"
+        );
+    }
+
+    #[test]
+    fn distinct_causes_are_joined_and_newlines_flattened() {
+        let e = anyhow::anyhow!("bad\nvalue").context("parsing line 3");
+        assert_eq!(error_line(&e), "parsing line 3: bad value");
+    }
 }
