@@ -32,6 +32,9 @@ pub const DEFAULT_WINDOW: usize = 500;
 pub const DEFAULT_ALERT_AFTER: usize = 2;
 /// Seconds between canary re-embeds unless told otherwise.
 pub const DEFAULT_CANARY_INTERVAL: Duration = Duration::from_secs(60);
+/// Share of one core the checks may take unless told otherwise (`scripts/bench-serve-drift`: without a
+/// limit, checks running in the gaps between forward passes cost a loaded 2-core server 40% of its throughput).
+pub const DEFAULT_MAX_CPU: f64 = 0.05;
 /// Smallest canary cosine that counts as unchanged (as `embedkit drift canary check`).
 const CANARY_MIN_COSINE: f64 = 0.9999;
 /// Upper bounds of the vector-norm histogram.
@@ -54,6 +57,9 @@ pub struct DriftConfig {
     pub canary_interval: Option<Duration>,
     /// The drift test's options (α, permutations, methods); the profile's centres are used for clusters.
     pub options: DriftOptions,
+    /// At most this share of one core goes to checks: after a check of t seconds the monitor rests
+    /// t·(1/share − 1) (vectors offered meanwhile are dropped once the channel is full). 1 = no rest.
+    pub max_cpu: f64,
 }
 
 impl DriftConfig {
@@ -72,6 +78,7 @@ impl DriftConfig {
             alert_after: DEFAULT_ALERT_AFTER,
             canary_interval: Some(DEFAULT_CANARY_INTERVAL),
             options,
+            max_cpu: DEFAULT_MAX_CPU,
         }
     }
 }
@@ -108,6 +115,12 @@ pub(crate) fn validate(configs: &[DriftConfig], names: &[&str]) -> Result<(), Se
             return Err(ServerError::Drift(format!(
                 "a drift window of {} vectors is below the test's minimum of {}",
                 c.window, c.options.min_current
+            )));
+        }
+        if !(c.max_cpu > 0.0 && c.max_cpu <= 1.0) {
+            return Err(ServerError::Drift(format!(
+                "the drift monitor's CPU share must be in (0, 1], got {}",
+                c.max_cpu
             )));
         }
         if c.alert_after == 0 {
@@ -302,10 +315,15 @@ fn run(rx: Receiver<Vec<f32>>, shared: &Shared, target: &Target, jobs: &Sender<J
                 let full = st.filled >= config.window;
                 drop(st);
                 if full {
+                    let start = Instant::now();
                     check(shared, &window, windows, pool.as_ref());
                     windows += 1;
                     window.clear();
                     lock(shared).filled = 0;
+                    let share = config.max_cpu.clamp(1e-3, 1.0);
+                    if share < 1.0 {
+                        std::thread::sleep(start.elapsed().mul_f64(1.0 / share - 1.0));
+                    }
                 }
             }
             Err(RecvTimeoutError::Timeout) => {}

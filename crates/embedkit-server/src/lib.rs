@@ -13,7 +13,9 @@ mod error;
 mod metrics;
 mod queue;
 
-pub use drift::{DEFAULT_ALERT_AFTER, DEFAULT_CANARY_INTERVAL, DEFAULT_WINDOW, DriftConfig};
+pub use drift::{
+    DEFAULT_ALERT_AFTER, DEFAULT_CANARY_INTERVAL, DEFAULT_MAX_CPU, DEFAULT_WINDOW, DriftConfig,
+};
 pub use error::{ApiError, ErrorStyle};
 pub use metrics::Metrics;
 

@@ -69,6 +69,10 @@ pub struct ServeArgs {
     /// How often the profile's canary texts are re-embedded and compared: 60s, 5m, 1h; 0 = never.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = crate::cache_cli::parse_duration)]
     drift_canary_interval: Duration,
+    /// At most this share of one core goes to drift checks (the monitor rests between checks; vectors offered
+    /// meanwhile are dropped); 1 = check every window as soon as it is full.
+    #[arg(long, default_value_t = embedkit_server::DEFAULT_MAX_CPU, value_name = "SHARE")]
+    drift_max_cpu: f64,
 }
 
 /// Runs `embedkit serve` until SIGTERM or Ctrl-C.
@@ -174,6 +178,7 @@ fn drift_config(spec: &str, args: &ServeArgs) -> Result<embedkit_server::DriftCo
     let mut config = embedkit_server::DriftConfig::new(profile);
     config.model = model;
     config.window = args.drift_window;
+    config.max_cpu = args.drift_max_cpu;
     config.canary_interval =
         (!args.drift_canary_interval.is_zero()).then_some(args.drift_canary_interval);
     Ok(config)

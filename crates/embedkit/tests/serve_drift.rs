@@ -271,6 +271,9 @@ fn twenty_in_distribution_windows_do_not_alert_and_switched_topics_do() {
         &window.to_string(),
         "--drift-canary-interval",
         "2s",
+        // Check every window at once (the default rests 19× a check's time between checks).
+        "--drift-max-cpu",
+        "1",
     ]);
     let mut c = server.client();
     let d = drift(&mut c);
