@@ -8,8 +8,9 @@ beside sentence-transformers, in one run, on the same texts, threads and batch s
 
 Every runtime runs in its own process (so peak memory is its own): sentence-transformers (PyTorch) with the
 dtype transformers picks for the checkpoint (``dtype="auto"``: bf16 for a bf16 checkpoint, what a user gets) and
-with ``dtype=float32`` (the reference embedkit's f32 matches), then ``embedkit bench`` with f32 and with
-``--compute int8``. Throughput is the best of two passes over the texts after one warm-up batch (``embedkit bench`` does the same).
+with ``dtype=float32`` (the reference embedkit's f32 matches), ONNX Runtime f32 on the transformer exported with
+``torch.onnx.export`` (last-token pooling and normalize inside the graph), then ``embedkit bench`` with f32 and
+with ``--compute int8``. Throughput is the best of two passes over the texts after one warm-up batch (``embedkit bench`` does the same).
 Memory: peak RSS right after loading the model (``embedkit embed`` of one short text; sentence-transformers
 after its constructor) and at the end of the run. The machine's load average is printed before and after.
 """
@@ -46,6 +47,100 @@ print(json.dumps({"sentences_per_s": len(texts) / best, "load_s": load_s, "rss_l
                   "rss_peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "dtype": used}))
 """
 
+# The export runs in its own process (torch); the ONNX Runtime run in another, without torch, so its peak RSS is
+# ONNX Runtime's own.
+ORT_EXPORT = r"""
+import os, sys
+import torch
+from transformers import AutoModel, AutoTokenizer
+folder, out_path = sys.argv[1:3]
+model = AutoModel.from_pretrained(folder, dtype=torch.float32, attn_implementation="eager").eval()
+tok = AutoTokenizer.from_pretrained(folder)
+tok.padding_side = "right"
+enc = tok(["a sample sentence", "another one, longer than the first"], padding=True, return_tensors="pt")
+
+
+# The transformer, then sentence-transformers' lasttoken pooling and Normalize. The last token is the last position
+# whose attention mask is 1, so the graph is right for left and right padding alike.
+class Embed(torch.nn.Module):
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, input_ids, attention_mask):
+        hidden = self.inner(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        positions = torch.arange(attention_mask.shape[1], device=attention_mask.device).unsqueeze(0)
+        last = (attention_mask * positions).argmax(dim=1)
+        pooled = hidden[torch.arange(hidden.shape[0]), last]
+        return torch.nn.functional.normalize(pooled, p=2.0, dim=1)
+
+
+tmp = out_path + ".tmp"
+with torch.no_grad():
+    torch.onnx.export(Embed(model), (enc["input_ids"], enc["attention_mask"]), tmp,
+                      input_names=["input_ids", "attention_mask"], output_names=["sentence_embedding"],
+                      dynamic_axes={"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"},
+                                    "sentence_embedding": {0: "batch"}},
+                      opset_version=17, dynamo=False)
+os.replace(tmp, out_path)
+"""
+
+ORT_RUN = r"""
+import json, os, resource, sys, time
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+folder, onnx_path, corpus, threads, batch, passes, vectors = sys.argv[1:8]
+threads, batch, passes = int(threads), int(batch), int(passes)
+texts = json.load(open(corpus))
+max_len = json.load(open(os.path.join(folder, "tokenizer_config.json"))).get("model_max_length", 512)
+t = time.perf_counter()
+opts = ort.SessionOptions()
+opts.intra_op_num_threads = threads
+opts.inter_op_num_threads = 1
+opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+sess = ort.InferenceSession(onnx_path, opts, providers=["CPUExecutionProvider"])
+# tokenizer.json's post-processor appends the end token, as sentence-transformers' tokenize does.
+tok = Tokenizer.from_file(os.path.join(folder, "tokenizer.json"))
+tok.no_padding()
+tok.enable_truncation(max_len)
+load_s = time.perf_counter() - t
+rss_load = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def run(batch_texts):
+    encs = tok.encode_batch(batch_texts)
+    n = max(len(e.ids) for e in encs)
+    ids = np.zeros((len(encs), n), dtype=np.int64)
+    mask = np.zeros((len(encs), n), dtype=np.int64)
+    for i, e in enumerate(encs):
+        ids[i, :len(e.ids)] = e.ids
+        mask[i, :len(e.ids)] = 1
+    return sess.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+
+
+def encode(items):
+    # Longest first, as sentence-transformers' encode orders its batches.
+    order = sorted(range(len(items)), key=lambda i: -len(items[i]))
+    out = [None] * len(items)
+    for s in range(0, len(order), batch):
+        idx = order[s:s + batch]
+        for i, v in zip(idx, run([items[i] for i in idx])):
+            out[i] = v
+    return np.stack(out)
+
+
+encode(texts[:batch])
+best = float("inf")
+for _ in range(passes):
+    t = time.perf_counter()
+    encode(texts)
+    best = min(best, time.perf_counter() - t)
+np.save(vectors, encode(texts[:16]))
+print(json.dumps({"sentences_per_s": len(texts) / best, "load_s": load_s, "rss_load": rss_load,
+                  "rss_peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "vectors": vectors}))
+"""
+
 
 def peak_rss_of(cmd):
     """Runs cmd under /usr/bin/time -v; returns its peak RSS in bytes."""
@@ -60,6 +155,26 @@ def bench_st(folder, texts_json, threads, batch, passes, dtype):
     out = subprocess.run([sys.executable, "-c", ST_RUN, folder, texts_json, str(threads), str(batch), str(passes),
                           dtype], check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
+
+
+def bench_ort(folder, texts_json, threads, batch, passes, work):
+    """ONNX Runtime f32 on the exported graph; {"error": why, "detail": stderr} when the export or the run fails."""
+    onnx_path = os.path.join(work, os.path.basename(os.path.normpath(folder)) + ".onnx")
+    if not os.path.exists(onnx_path):
+        t = time.perf_counter()
+        done = subprocess.run([sys.executable, "-c", ORT_EXPORT, folder, onnx_path], capture_output=True, text=True)
+        if done.returncode != 0:
+            return {"error": "torch.onnx.export failed: " + done.stderr.strip().splitlines()[-1]
+                    if done.stderr.strip() else f"torch.onnx.export exited with {done.returncode}",
+                    "detail": done.stderr[-4000:]}
+        print(f"exported {onnx_path} in {time.perf_counter() - t:.0f} s", file=sys.stderr)
+    vectors = texts_json + ".onnxruntime.npy"
+    done = subprocess.run([sys.executable, "-c", ORT_RUN, folder, onnx_path, texts_json, str(threads), str(batch),
+                           str(passes), vectors], capture_output=True, text=True)
+    if done.returncode != 0:
+        return {"error": "onnxruntime run failed: " + (done.stderr.strip().splitlines() or ["?"])[-1],
+                "detail": done.stderr[-4000:]}
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def bench_embedkit(binary, folder, corpus, threads, batch, extra):
@@ -96,6 +211,7 @@ def main():
     ap.add_argument("--work", default=".tmp/bench-decoder")
     ap.add_argument("--with-bf16", action="store_true", help="also embedkit --compute bf16 (AVX512_BF16 CPUs)")
     ap.add_argument("--skip-st-auto", action="store_true", help="leave out sentence-transformers with dtype=auto")
+    ap.add_argument("--skip-ort", action="store_true", help="leave out ONNX Runtime")
     args = ap.parse_args()
     os.makedirs(args.work, exist_ok=True)
     texts = [l.rstrip("\n") for l in open(args.corpus, encoding="utf-8") if l.strip()][: args.texts]
@@ -105,6 +221,7 @@ def main():
     texts_json = os.path.join(args.work, "texts.json")
     json.dump(texts, open(texts_json, "w"))
     load_before = load_average()
+    ort_error = None
     started = time.time()
     rows = []
     st_runs = [("float32", "sentence-transformers f32")]
@@ -115,6 +232,15 @@ def main():
         r = bench_st(args.model, texts_json, args.threads, args.batch_size, args.passes, dtype)
         rows.append((f"{label} ({r['dtype'].replace('torch.', '')})", r))
         print(f"{label}: {json.dumps(r)}", file=sys.stderr)
+    if not args.skip_ort:
+        print("onnxruntime f32…", file=sys.stderr)
+        r = bench_ort(args.model, texts_json, args.threads, args.batch_size, args.passes, args.work)
+        if "error" in r:
+            print(f"onnxruntime f32 left out: {r['error']}\n{r['detail']}", file=sys.stderr)
+            ort_error = r["error"]
+        else:
+            rows.append(("onnxruntime f32 (torch.onnx.export)", r))
+            print(f"onnxruntime f32: {json.dumps(r)}", file=sys.stderr)
     variants = [("embedkit f32", []), ("embedkit int8", ["--compute", "int8"])]
     if args.with_bf16:
         variants.append(("embedkit bf16", ["--compute", "bf16"]))
@@ -131,16 +257,19 @@ def main():
             got = np.load(r["vectors"])[: len(reference)]
             cos = (got * reference).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(reference, axis=1)
             r["min_cos"] = float(cos.min())
+            r["max_diff"] = float(np.abs(got - reference).max())
     anchor = rows[0][1]["sentences_per_s"]
     tokens = next((r["mean_tokens"] for _, r in rows if "mean_tokens" in r), float("nan"))
     print(f"\n{len(texts)} texts of {args.corpus} (mean {tokens:.1f} tokens), batch {args.batch_size}, "
           f"{args.threads} threads, {time.time() - started:.0f} s; load average {load_before:.2f} before, "
           f"{load_average():.2f} after\n")
+    if ort_error:
+        print(f"onnxruntime f32 is not in the table: {ort_error}\n")
     print("| runtime | texts/s | × sentence-transformers f32 | load s | peak RSS after load (MB) | peak RSS (MB) "
-          "| min cosine to sentence-transformers f32 (16 texts) |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+          "| min cosine to sentence-transformers f32 (16 texts) | max abs diff |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for label, r in rows:
-        cos = f"{r['min_cos']:.6f}" if "min_cos" in r else ""
+        cos = f"{r['min_cos']:.6f} | {r['max_diff']:.1e}" if "min_cos" in r else " |"
         print(f"| {label} | {r['sentences_per_s']:.2f} | {r['sentences_per_s'] / anchor:.2f} | {r['load_s']:.1f} | "
               f"{r['rss_load'] / 1e6:.0f} | {r['rss_peak'] / 1e6:.0f} | {cos} |")
 
