@@ -159,8 +159,11 @@ def bench_st(folder, texts_json, threads, batch, passes, dtype):
 
 def bench_ort(folder, texts_json, threads, batch, passes, work):
     """ONNX Runtime f32 on the exported graph; {"error": why, "detail": stderr} when the export or the run fails."""
-    onnx_path = os.path.join(work, os.path.basename(os.path.normpath(folder)) + ".onnx")
+    # A folder per model: past 2 GB the exporter writes each weight to its own file beside the graph.
+    export_dir = os.path.join(work, os.path.basename(os.path.normpath(folder)) + "-onnx")
+    onnx_path = os.path.join(export_dir, "model.onnx")
     if not os.path.exists(onnx_path):
+        os.makedirs(export_dir, exist_ok=True)
         t = time.perf_counter()
         done = subprocess.run([sys.executable, "-c", ORT_EXPORT, folder, onnx_path], capture_output=True, text=True)
         if done.returncode != 0:
