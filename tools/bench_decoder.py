@@ -10,7 +10,8 @@ Every runtime runs in its own process (so peak memory is its own): sentence-tran
 dtype transformers picks for the checkpoint (``dtype="auto"``: bf16 for a bf16 checkpoint, what a user gets) and
 with ``dtype=float32`` (the reference embedkit's f32 matches), ONNX Runtime f32 on the transformer exported with
 ``torch.onnx.export`` (last-token pooling and normalize inside the graph), then ``embedkit bench`` with f32 and
-with ``--compute int8``. Throughput is the best of two passes over the texts after one warm-up batch (``embedkit bench`` does the same).
+with ``--compute int8``. Throughput is the best of two passes over the texts after one warm-up batch (``embedkit
+bench`` does the same).
 Memory: peak RSS right after loading the model (``embedkit embed`` of one short text; sentence-transformers
 after its constructor) and at the end of the run. The machine's load average is printed before and after.
 """
@@ -167,8 +168,8 @@ def bench_ort(folder, texts_json, threads, batch, passes, work):
         t = time.perf_counter()
         done = subprocess.run([sys.executable, "-c", ORT_EXPORT, folder, onnx_path], capture_output=True, text=True)
         if done.returncode != 0:
-            return {"error": "torch.onnx.export failed: " + done.stderr.strip().splitlines()[-1]
-                    if done.stderr.strip() else f"torch.onnx.export exited with {done.returncode}",
+            last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+            return {"error": "the ONNX export (load, then torch.onnx.export) failed: " + last,
                     "detail": done.stderr[-4000:]}
         print(f"exported {onnx_path} in {time.perf_counter() - t:.0f} s", file=sys.stderr)
     vectors = texts_json + ".onnxruntime.npy"
@@ -268,13 +269,15 @@ def main():
           f"{load_average():.2f} after\n")
     if ort_error:
         print(f"onnxruntime f32 is not in the table: {ort_error}\n")
-    print("| runtime | texts/s | × sentence-transformers f32 | load s | peak RSS after load (MB) | peak RSS (MB) "
-          "| min cosine to sentence-transformers f32 (16 texts) | max abs diff |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    ort = next((r["sentences_per_s"] for label, r in rows if label.startswith("onnxruntime")), None)
+    print("| runtime | texts/s | × sentence-transformers f32 | × onnxruntime f32 | load s | peak RSS after load (MB) "
+          "| peak RSS (MB) | min cosine to sentence-transformers f32 (16 texts) | max abs diff |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for label, r in rows:
         cos = f"{r['min_cos']:.6f} | {r['max_diff']:.1e}" if "min_cos" in r else " |"
-        print(f"| {label} | {r['sentences_per_s']:.2f} | {r['sentences_per_s'] / anchor:.2f} | {r['load_s']:.1f} | "
-              f"{r['rss_load'] / 1e6:.0f} | {r['rss_peak'] / 1e6:.0f} | {cos} |")
+        vs_ort = f"{r['sentences_per_s'] / ort:.2f}" if ort else ""
+        print(f"| {label} | {r['sentences_per_s']:.2f} | {r['sentences_per_s'] / anchor:.2f} | {vs_ort} | "
+              f"{r['load_s']:.1f} | {r['rss_load'] / 1e6:.0f} | {r['rss_peak'] / 1e6:.0f} | {cos} |")
 
 
 if __name__ == "__main__":
