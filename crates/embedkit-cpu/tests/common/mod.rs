@@ -1,8 +1,8 @@
 //! Shared helpers for the model tests: fixtures, model loading, vector comparisons.
 #![allow(dead_code)]
 
-use embedkit_cpu::{CpuBackend, CpuOptions};
-use embedkit_model::{Backend, LocalEmbedder};
+use embedkit_cpu::CpuOptions;
+use embedkit_model::LocalEmbedder;
 use std::path::PathBuf;
 
 /// The repository's tests/fixtures folder.
@@ -67,12 +67,10 @@ pub fn load_dir(dir: &std::path::Path, threads: usize) -> LocalEmbedder {
     )
 }
 
-/// Loads a model folder on the CPU backend with explicit options.
+/// Loads a model folder on the CPU backend of its architecture, with explicit options.
 pub fn load_dir_with(dir: &std::path::Path, options: CpuOptions) -> LocalEmbedder {
-    LocalEmbedder::load(&dir.display().to_string(), dir, |cfg, w| {
-        Ok(Box::new(CpuBackend::new(cfg, w, &options)?) as Box<dyn Backend>)
-    })
-    .unwrap_or_else(|e| panic!("loading {}: {e}", dir.display()))
+    embedkit_cpu::load_model(&dir.display().to_string(), dir, &options)
+        .unwrap_or_else(|e| panic!("loading {}: {e}", dir.display()))
 }
 
 /// Fetches (once) and loads a catalog model.
