@@ -542,7 +542,9 @@ fn run_measuring_rss(args: &[&str]) -> u64 {
     usage.ru_maxrss as u64 * 1024
 }
 
-/// Streaming in the corpus size: peak RSS embedding 100,000 texts to Parquet is within 10% of 10,000.
+/// Streaming in the corpus size: embedding 200,000 texts to Parquet peaks at most a quarter of the output file's
+/// size above 10,000 texts. Holding the texts or vectors until the end would add at least the whole file; a
+/// ratio of peaks (the first version of this test) failed on ±2 MB of allocator noise around a 38 MB baseline.
 #[test]
 fn parquet_memory_is_flat_in_corpus_size() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -551,7 +553,8 @@ fn parquet_memory_is_flat_in_corpus_size() {
     let sentences: Vec<&str> = sentences.lines().collect();
     let model = tiny();
     let mut rss = Vec::new();
-    for n in [10_000usize, 100_000] {
+    let mut output_bytes = 0;
+    for n in [10_000usize, 200_000] {
         let input = dir.path().join(format!("{n}.txt"));
         let mut f = std::io::BufWriter::new(std::fs::File::create(&input).expect("input"));
         for i in 0..n {
@@ -577,16 +580,21 @@ fn parquet_memory_is_flat_in_corpus_size() {
             &out.to_string_lossy(),
         ]));
         assert_eq!(VectorFile::open(&out).expect("output").rows, n as u64);
+        output_bytes = std::fs::metadata(&out).expect("output size").len();
     }
-    let ratio = rss[1] as f64 / rss[0] as f64;
+    let growth = rss[1].saturating_sub(rss[0]);
     eprintln!(
-        "peak RSS: 10k texts {:.1} MB, 100k texts {:.1} MB (×{ratio:.3})",
+        "peak RSS: 10k texts {:.1} MB, 200k texts {:.1} MB (+{:.1} MB; the 200k file is {:.1} MB)",
         rss[0] as f64 / 1e6,
-        rss[1] as f64 / 1e6
+        rss[1] as f64 / 1e6,
+        growth as f64 / 1e6,
+        output_bytes as f64 / 1e6
     );
     assert!(
-        ratio <= 1.10,
-        "peak RSS grew ×{ratio:.3} from 10k to 100k texts"
+        growth <= output_bytes / 4,
+        "peak RSS grew {:.1} MB from 10k to 200k texts, more than a quarter of the {:.1} MB output",
+        growth as f64 / 1e6,
+        output_bytes as f64 / 1e6
     );
 }
 
