@@ -333,10 +333,12 @@ mod tests {
     use super::*;
 
     /// A config read the way models are: from a config.json (EncoderConfig grows fields; literals would not
-    /// keep up).
+    /// keep up). Each call has its own folder: tests run in parallel and may ask for the same shape.
     fn config(model_type: &str, hidden: usize, heads: usize) -> EncoderConfig {
+        static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!(
-            "embedkit-cuda-plan-{}-{model_type}-{hidden}-{heads}",
+            "embedkit-cuda-plan-{}-{call}-{model_type}-{hidden}-{heads}",
             std::process::id()
         ));
         std::fs::create_dir_all(&dir).unwrap();
