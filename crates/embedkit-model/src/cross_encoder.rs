@@ -16,9 +16,9 @@ use crate::config::EncoderConfig;
 use crate::cross_head::{
     ClassificationHead, SUPPORTED_CROSS_ENCODERS, activation_name, parse_activation,
 };
-use crate::embedder::{DEFAULT_BATCH_SIZE, dir_size};
+use crate::embedder::{DEFAULT_BATCH_SIZE, dir_size, read_model_folder};
 use crate::files::read_json_opt;
-use crate::layout::{DenseActivation, SentenceTransformerLayout};
+use crate::layout::DenseActivation;
 use crate::tokenizer::{Encoded, TextTokenizer};
 use crate::weights::{EncoderWeights, SafetensorsFiles};
 use embedkit_core::EmbedError;
@@ -152,21 +152,8 @@ impl CrossEncoder {
     where
         F: FnOnce(&EncoderConfig, &SafetensorsFiles) -> Result<Box<dyn Backend>, ModelError>,
     {
-        if !dir.exists() {
-            return Err(ModelError::NotFound(dir.to_path_buf()));
-        }
-        if !dir.is_dir() {
-            return Err(ModelError::NotADirectory(dir.to_path_buf()));
-        }
-        let layout = SentenceTransformerLayout::read(dir)?;
+        let (layout, config_path) = read_model_folder(dir)?;
         let tdir = layout.transformer_dir.clone();
-        let config_path = tdir.join("config.json");
-        if !config_path.is_file() {
-            return Err(ModelError::MissingFile {
-                dir: tdir,
-                what: "config.json".into(),
-            });
-        }
         let raw: ClassifierConfig = crate::files::read_json(&config_path)?;
         let architecture = raw
             .architectures

@@ -57,6 +57,28 @@ pub struct ModelInfo {
     pub backend: String,
 }
 
+/// The checks every model folder passes before loading (it exists, is a folder, has a readable module layout and
+/// a transformer config.json): its layout and the config.json's path. Shared by bi-encoders and cross-encoders.
+pub(crate) fn read_model_folder(
+    dir: &Path,
+) -> Result<(SentenceTransformerLayout, PathBuf), ModelError> {
+    if !dir.exists() {
+        return Err(ModelError::NotFound(dir.to_path_buf()));
+    }
+    if !dir.is_dir() {
+        return Err(ModelError::NotADirectory(dir.to_path_buf()));
+    }
+    let layout = SentenceTransformerLayout::read(dir)?;
+    let config_path = layout.transformer_dir.join("config.json");
+    if !config_path.is_file() {
+        return Err(ModelError::MissingFile {
+            dir: layout.transformer_dir.clone(),
+            what: "config.json".into(),
+        });
+    }
+    Ok((layout, config_path))
+}
+
 /// A sentence-transformers model folder loaded for inference on some [`Backend`].
 pub struct LocalEmbedder {
     name: String,
@@ -92,21 +114,8 @@ impl LocalEmbedder {
     where
         F: FnOnce(&EncoderConfig, &SafetensorsFiles) -> Result<Box<dyn Backend>, ModelError>,
     {
-        if !dir.exists() {
-            return Err(ModelError::NotFound(dir.to_path_buf()));
-        }
-        if !dir.is_dir() {
-            return Err(ModelError::NotADirectory(dir.to_path_buf()));
-        }
-        let layout = SentenceTransformerLayout::read(dir)?;
+        let (layout, config_path) = read_model_folder(dir)?;
         let tdir = layout.transformer_dir.clone();
-        let config_path = tdir.join("config.json");
-        if !config_path.is_file() {
-            return Err(ModelError::MissingFile {
-                dir: tdir,
-                what: "config.json".into(),
-            });
-        }
         // A classifier's encoder pooled as a bi-encoder gives vectors that mean nothing (cosine ≈ 1 for all).
         if let Some(architecture) =
             crate::cross_encoder::sequence_classification_class(&config_path)?
