@@ -75,30 +75,86 @@ impl QuantizedLinear {
     ) {
         debug_assert_eq!(x.len(), m * self.k);
         debug_assert_eq!(y.len(), m * self.n);
-        scratch.quantize(x, m, self.k, self.k_pad, level);
+        // AMX tiles read whole blocks of 32 rows: the quantized rows are padded with zero rows to that.
+        let kernel = Kernel::pick(vnni, self.k_pad);
+        let rows = if kernel == Kernel::Amx {
+            m.div_ceil(crate::amx::BLOCK) * crate::amx::BLOCK
+        } else {
+            m
+        };
+        scratch.quantize(x, m, rows, self.k, self.k_pad, level);
+        self.multiply(scratch, m, y, kernel);
+    }
+
+    /// `y = dequantize(codes · W)` for the `m` rows quantized in `scratch`, with `kernel`.
+    fn multiply(&self, scratch: &QuantScratch, m: usize, y: &mut [f32], kernel: Kernel) {
         let out = OutPtr(y.as_mut_ptr());
         let blocks = self.n.div_ceil(BLOCK);
         let pairs = blocks.div_ceil(2);
         // A task is two blocks (32 outputs) × up to ROW_CHUNK rows: its weights (≤ 48 KiB for k = 1536) and
         // its rows' codes (≤ 96 KiB) stay in L1/L2 while it works. Tasks of one row chunk are consecutive, so
-        // a thread moving to the next pair finds the same rows still cached.
-        let chunks = m.div_ceil(ROW_CHUNK);
+        // a thread moving to the next pair finds the same rows still cached. AMX tasks take twice the rows:
+        // their tiles finish a chunk in about a microsecond, near rayon's cost per task.
+        let row_chunk = if kernel == Kernel::Amx {
+            2 * ROW_CHUNK
+        } else {
+            ROW_CHUNK
+        };
+        let chunks = m.div_ceil(row_chunk);
         (0..chunks * pairs).into_par_iter().for_each(|task| {
             let (chunk, pair) = (task / pairs, task % pairs);
-            let rows = chunk * ROW_CHUNK..((chunk + 1) * ROW_CHUNK).min(m);
+            let rows = chunk * row_chunk..((chunk + 1) * row_chunk).min(m);
             let first = pair * 2;
             let count = (blocks - first).min(2);
-            #[cfg(target_arch = "x86_64")]
-            if vnni {
-                // SAFETY: `vnni` is true only when the CPU reports avx512f/bw/vnni (see `vnni_supported`); the
-                // kernel writes only rows in `rows` (< m) and columns of blocks first..first+count, < n, of `y`.
-                unsafe { vnni::block_pair(self, scratch, rows, first, count, out) };
-                return;
+            match kernel {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: `Kernel::Amx` is picked only when AMX is available and k_pad is whole tile steps,
+                // and `forward` padded the codes to whole 32-row blocks; the task writes only rows in `rows`
+                // (< m) and columns of blocks first..first+count (< n) of `y`.
+                Kernel::Amx => unsafe {
+                    vnni::amx_block_pair(self, scratch, rows, first, count, out)
+                },
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: `Kernel::Vnni` is picked only when the CPU reports avx512f/bw/vnni (see
+                // `vnni_supported`); the kernel writes only rows in `rows` (< m) and columns of blocks
+                // first..first+count, < n, of `y`.
+                Kernel::Vnni => unsafe { vnni::block_pair(self, scratch, rows, first, count, out) },
+                _ => portable_block_pair(self, scratch, rows, first, count, out),
             }
-            let _ = vnni;
-            portable_block_pair(self, scratch, rows, first, count, out);
         });
     }
+}
+
+/// The integer kernel a layer runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kernel {
+    /// AMX `tdpbusd` tiles (32 rows × 32 columns × 64 bytes of `k` per step).
+    Amx,
+    /// AVX-512 VNNI `vpdpbusd`.
+    Vnni,
+    /// Plain Rust.
+    Portable,
+}
+
+impl Kernel {
+    /// AMX where the CPU has it and `k_pad` is whole tile steps, else VNNI when allowed, else portable.
+    fn pick(vnni: bool, k_pad: usize) -> Self {
+        if vnni && crate::amx::available() && k_pad.is_multiple_of(crate::amx::STEP_BYTES) {
+            Self::Amx
+        } else if vnni {
+            Self::Vnni
+        } else {
+            Self::Portable
+        }
+    }
+}
+
+/// Dequantizes one exact integer dot product: the same operations in the same order in every kernel, so all
+/// agree bit for bit (`mul_add` is one rounding, as the VNNI kernel's `vfmadd`).
+#[inline(always)]
+fn finish(l: &QuantizedLinear, a: &QuantScratch, r: usize, col: usize, v: i32) -> f32 {
+    let t = (v as f32).mul_add(a.scale[r], a.min[r] * l.weight_sums[col]);
+    t.mul_add(l.scale[col], l.bias[col])
 }
 
 /// Whether the AVX-512 VNNI kernel can run here.
@@ -126,10 +182,19 @@ pub(crate) struct QuantScratch {
 }
 
 impl QuantScratch {
-    fn quantize(&mut self, x: &[f32], m: usize, k: usize, k_pad: usize, level: SimdLevel) {
+    /// Quantizes the `m` rows of `x` into `rows ≥ m` rows of codes (the rest zero).
+    fn quantize(
+        &mut self,
+        x: &[f32],
+        m: usize,
+        rows: usize,
+        k: usize,
+        k_pad: usize,
+        level: SimdLevel,
+    ) {
         self.k_pad = k_pad;
         self.bytes.clear();
-        self.bytes.resize(m * k_pad, 0);
+        self.bytes.resize(rows * k_pad, 0);
         self.scale.clear();
         self.scale.resize(m, 1.0);
         self.min.clear();
@@ -220,9 +285,7 @@ fn portable_block_pair(
             for (lane, &v) in acc.iter().enumerate() {
                 let col = b * BLOCK + lane;
                 if col < l.n {
-                    // The same operations in the same order as the VNNI kernel, so both agree bit for bit.
-                    let t = (v as f32).mul_add(a.scale[r], a.min[r] * l.weight_sums[col]);
-                    let y = t.mul_add(l.scale[col], l.bias[col]);
+                    let y = finish(l, a, r, col, v);
                     // SAFETY: r < m and col < n, so the index is inside the m × n output this task owns
                     // columns of.
                     unsafe { *out.get().add(r * l.n + col) = y };
@@ -284,29 +347,108 @@ mod vnni {
                 }
             }
             for (j, block) in (first..first + count).enumerate() {
-                let col0 = block * BLOCK;
-                let valid = (l.n - col0).min(BLOCK);
-                let mask: __mmask16 = if valid == BLOCK {
-                    0xffff
-                } else {
-                    (1u16 << valid) - 1
-                };
-                // SAFETY: masked loads/stores touch only columns col0..col0+valid < n of rows r+i < m.
-                unsafe {
-                    let sums = _mm512_maskz_loadu_ps(mask, l.weight_sums.as_ptr().add(col0));
-                    let wscale = _mm512_maskz_loadu_ps(mask, l.scale.as_ptr().add(col0));
-                    let bias = _mm512_maskz_loadu_ps(mask, l.bias.as_ptr().add(col0));
-                    for (i, acc_row) in acc.iter().enumerate().take(rows) {
-                        let v = _mm512_cvtepi32_ps(acc_row[j]);
-                        let offset = _mm512_mul_ps(_mm512_set1_ps(a.min[r + i]), sums);
-                        let t = _mm512_fmadd_ps(v, _mm512_set1_ps(a.scale[r + i]), offset);
-                        let y = _mm512_fmadd_ps(t, wscale, bias);
-                        _mm512_mask_storeu_ps(out.get().add((r + i) * l.n + col0), mask, y);
-                    }
-                }
+                // SAFETY: rows r .. r + rows < m; the caller's promises on `out`.
+                unsafe { store_block(l, a, r, rows, block, |i| acc[i][j], out) };
             }
             r += rows;
         }
+    }
+
+    /// Dequantizes the i32 sums of rows `r .. r + rows` and the columns of `block` (`acc(i)` holds row
+    /// `r + i`'s 16 sums) and stores them, masked to `n` columns. The same operations in the same order as
+    /// [`super::finish`], so every kernel agrees bit for bit.
+    ///
+    /// # Safety
+    /// AVX-512F; rows `r .. r + rows` < m of the `m × l.n` output, whose columns of `block` this task owns.
+    #[inline(always)]
+    unsafe fn store_block(
+        l: &QuantizedLinear,
+        a: &QuantScratch,
+        r: usize,
+        rows: usize,
+        block: usize,
+        acc: impl Fn(usize) -> __m512i,
+        out: OutPtr,
+    ) {
+        let col0 = block * BLOCK;
+        let valid = (l.n - col0).min(BLOCK);
+        let mask: __mmask16 = if valid == BLOCK {
+            0xffff
+        } else {
+            (1u16 << valid) - 1
+        };
+        // SAFETY: masked loads/stores touch only columns col0..col0+valid < n of rows r+i < m.
+        unsafe {
+            let sums = _mm512_maskz_loadu_ps(mask, l.weight_sums.as_ptr().add(col0));
+            let wscale = _mm512_maskz_loadu_ps(mask, l.scale.as_ptr().add(col0));
+            let bias = _mm512_maskz_loadu_ps(mask, l.bias.as_ptr().add(col0));
+            for i in 0..rows {
+                let v = _mm512_cvtepi32_ps(acc(i));
+                let offset = _mm512_mul_ps(_mm512_set1_ps(a.min[r + i]), sums);
+                let t = _mm512_fmadd_ps(v, _mm512_set1_ps(a.scale[r + i]), offset);
+                let y = _mm512_fmadd_ps(t, wscale, bias);
+                _mm512_mask_storeu_ps(out.get().add((r + i) * l.n + col0), mask, y);
+            }
+        }
+    }
+
+    /// Output columns of blocks `first..first+count` (count ≤ 2) for the rows in `rows`, on AMX tiles: the
+    /// packed blocks are the tiles' B operand as they are (`[k/4][16][4]`, 64-byte rows).
+    ///
+    /// # Safety
+    /// AMX is available (and with it AVX-512F, BW and VNNI); `k_pad` is a multiple of 64; `a` holds whole
+    /// 32-row blocks of codes covering `rows`; `out` points to an `m × l.n` buffer with `rows.end ≤ m`, of
+    /// which this task alone writes these rows and columns.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub(super) unsafe fn amx_block_pair(
+        l: &QuantizedLinear,
+        a: &QuantScratch,
+        rows: std::ops::Range<usize>,
+        first: usize,
+        count: usize,
+        out: OutPtr,
+    ) {
+        use crate::amx::{BLOCK as TILE_BLOCK, Dot, STEP_BYTES, Tiles};
+        let k4 = l.k_pad / 4;
+        let w0 = l.packed[first * k4 * BLOCK * 4..].as_ptr() as *const u8;
+        // A lone last block stands in for the missing second one; its columns are not stored.
+        let w1 = if count > 1 {
+            l.packed[(first + 1) * k4 * BLOCK * 4..].as_ptr() as *const u8
+        } else {
+            w0
+        };
+        let mut acc = [0u32; TILE_BLOCK * TILE_BLOCK];
+        // SAFETY: AMX is available (the caller's promise).
+        let tiles = unsafe { Tiles::load() };
+        for r0 in rows.clone().step_by(TILE_BLOCK) {
+            // SAFETY: rows r0 .. r0 + 32 of the codes exist (whole blocks), k_pad bytes each; each block
+            // holds k4 rows of 64 bytes = 16 · (k_pad / 64) tile rows.
+            unsafe {
+                tiles.block(
+                    Dot::U8I8,
+                    a.bytes.as_ptr().add(r0 * l.k_pad),
+                    l.k_pad,
+                    w0,
+                    w1,
+                    BLOCK * 4,
+                    16 * BLOCK * 4,
+                    l.k_pad / STEP_BYTES,
+                    &mut acc,
+                );
+            }
+            let here = (rows.end - r0).min(TILE_BLOCK);
+            for j in 0..count {
+                let sums = |i: usize| {
+                    // SAFETY: i < 32 rows of 32 values; columns j·16 .. j·16 + 16.
+                    unsafe {
+                        _mm512_loadu_si512(acc.as_ptr().add(i * TILE_BLOCK + j * BLOCK) as *const _)
+                    }
+                };
+                // SAFETY: rows r0 .. r0 + here < m; the caller's promises on `out`.
+                unsafe { store_block(l, a, r0, here, first + j, sums, out) };
+            }
+        }
+        drop(tiles);
     }
 }
 
@@ -427,6 +569,36 @@ mod tests {
     fn portable_matches_float_reference() {
         for (m, n, k) in [(1, 16, 4), (5, 37, 30), (9, 64, 384), (150, 40, 64)] {
             check(m, n, k, false);
+        }
+    }
+
+    /// The tiles' integer sums are exact and dequantized by the same `finish`, so AMX equals VNNI bit for
+    /// bit, n not a multiple of 32 (a lone last block) and m not a multiple of 32 included.
+    #[test]
+    fn amx_equals_vnni_exactly() {
+        if !(vnni_supported() && crate::amx::available()) {
+            eprintln!("skipped: AMX is {}", crate::amx::status());
+            return;
+        }
+        for (m, n, k) in [
+            (1, 16, 64),
+            (33, 40, 384),
+            (70, 1536, 384),
+            (130, 384, 1536),
+            (5, 48, 128),
+        ] {
+            let x: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
+            let w: Vec<f32> = (0..n * k).map(|i| (i as f32 * 0.11).cos()).collect();
+            let b: Vec<f32> = (0..n).map(|i| i as f32 * 0.01).collect();
+            let q = QuantizedLinear::new(&w, Some(&b), n, k);
+            assert_eq!(Kernel::pick(true, q.k_pad), Kernel::Amx);
+            let mut scratch = QuantScratch::default();
+            let rows = m.div_ceil(crate::amx::BLOCK) * crate::amx::BLOCK;
+            scratch.quantize(&x, m, rows, k, q.k_pad, SimdLevel::detect());
+            let (mut tiles, mut vector) = (vec![0.0; m * n], vec![f32::NAN; m * n]);
+            q.multiply(&scratch, m, &mut tiles, Kernel::Amx);
+            q.multiply(&scratch, m, &mut vector, Kernel::Vnni);
+            assert_eq!(tiles, vector, "{m}x{n}x{k}");
         }
     }
 

@@ -4,6 +4,7 @@
 //! matrix for the whole batch (no work on pad tokens), and attention runs per sequence and head, in parallel.
 //! Matrix products use the `gemm` crate, which picks AVX-512, AVX2, NEON or scalar kernels at run time.
 
+pub mod amx;
 mod attention;
 mod bf16;
 mod decoder;
@@ -329,12 +330,14 @@ impl Runtime {
     }
 }
 
-/// A backend's name: the arithmetic, and whether int8 runs on VNNI.
+/// A backend's name: the arithmetic, and whether int8 runs on VNNI and int8/bf16 on AMX tiles.
 fn backend_name(compute: Compute, vnni: bool) -> &'static str {
     match compute {
         Compute::F32 => "cpu-f32",
+        Compute::Int8 if vnni && amx::available() => "cpu-int8-amx",
         Compute::Int8 if vnni => "cpu-int8-vnni",
         Compute::Int8 => "cpu-int8",
+        Compute::Bf16 if amx::available() => "cpu-bf16-amx",
         Compute::Bf16 => "cpu-bf16",
     }
 }

@@ -1,5 +1,5 @@
 //! The arithmetic ceiling of this CPU: register-only loops of f32 FMAs (AVX-512 and AVX2), int8 VNNI dot
-//! products and bf16 dot products, run on `threads` threads at once. A GEMM cannot beat these, so the engine's
+//! products, bf16 dot products and AMX tile products, run on `threads` threads at once. A GEMM cannot beat these, so the engine's
 //! speed is read as a share of them (`embedkit bench`, the `peak` example).
 
 use std::time::Instant;
@@ -17,6 +17,10 @@ pub struct Peak {
     pub int8_vnni_gmacs: Option<f64>,
     /// bf16 GFLOP/s (one bf16 multiply-add into f32 = 2 FLOP) with AVX512_BF16 `vdpbf16ps`.
     pub bf16_gflops: Option<f64>,
+    /// bf16 GFLOP/s with AMX tiles (`tdpbf16ps`), where [`crate::amx::status`] is on.
+    pub amx_bf16_gflops: Option<f64>,
+    /// int8 GMAC/s with AMX tiles (`tdpbusd`), where [`crate::amx::status`] is on.
+    pub amx_int8_gmacs: Option<f64>,
 }
 
 impl Peak {
@@ -42,6 +46,8 @@ pub fn measure(threads: usize) -> Peak {
         f32_avx2_gflops: None,
         int8_vnni_gmacs: None,
         bf16_gflops: None,
+        amx_bf16_gflops: None,
+        amx_int8_gmacs: None,
     };
     #[cfg(target_arch = "x86_64")]
     {
@@ -70,6 +76,20 @@ pub fn measure(threads: usize) -> Peak {
                 loops::bf16_512(n) as f64
             }));
         }
+        if crate::amx::available() {
+            // One iteration is four tile products, each 16 × 16 × 32 bf16 multiply-adds (2 FLOP each) or
+            // 16 × 16 × 64 u8·i8 ones (counted as MACs): the same count, 2 · `tile_macs`, for both units. A
+            // product takes 16 cycles, so an eighth of the iterations runs about as long as the loops above.
+            let tile_macs = 4.0 * 16.0 * 16.0 * 32.0;
+            // SAFETY: AMX is available (checked just above).
+            peak.amx_bf16_gflops = Some(rate_n(threads, ITERS / 8, 2.0 * tile_macs, |n| unsafe {
+                crate::amx::peak_loop(crate::amx::Dot::Bf16, n)
+            }));
+            // SAFETY: as above.
+            peak.amx_int8_gmacs = Some(rate_n(threads, ITERS / 8, 2.0 * tile_macs, |n| unsafe {
+                crate::amx::peak_loop(crate::amx::Dot::U8I8, n)
+            }));
+        }
     }
     peak
 }
@@ -77,14 +97,19 @@ pub fn measure(threads: usize) -> Peak {
 /// Billions of operations per second of `f` on `threads` threads, `ops` per iteration. A short untimed run
 /// first lets the clock and the 512-bit units wake up.
 fn rate(threads: usize, ops: f64, f: fn(u64) -> f64) -> f64 {
-    std::hint::black_box(f(ITERS / 20));
+    rate_n(threads, ITERS, ops, f)
+}
+
+/// [`rate`] with `iters` iterations.
+fn rate_n(threads: usize, iters: u64, ops: f64, f: fn(u64) -> f64) -> f64 {
+    std::hint::black_box(f(iters / 20));
     let start = Instant::now();
     let handles: Vec<_> = (0..threads)
-        .map(|_| std::thread::spawn(move || f(ITERS)))
+        .map(|_| std::thread::spawn(move || f(iters)))
         .collect();
     let sink: f64 = handles.into_iter().map(|h| h.join().unwrap_or(0.0)).sum();
     std::hint::black_box(sink);
-    ops * ITERS as f64 * threads as f64 / start.elapsed().as_secs_f64() / 1e9
+    ops * iters as f64 * threads as f64 / start.elapsed().as_secs_f64() / 1e9
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -162,6 +187,7 @@ mod tests {
     fn measures_what_the_cpu_has() {
         let p = super::measure(1);
         assert_eq!(p.threads, 1);
+        assert_eq!(p.amx_bf16_gflops.is_some(), crate::amx::available());
         #[cfg(target_arch = "x86_64")]
         assert_eq!(
             p.f32_avx2_gflops.is_some(),
@@ -173,6 +199,8 @@ mod tests {
             p.f32_avx2_gflops,
             p.int8_vnni_gmacs,
             p.bf16_gflops,
+            p.amx_bf16_gflops,
+            p.amx_int8_gmacs,
         ]
         .into_iter()
         .flatten()

@@ -123,6 +123,16 @@ pub enum ModelError {
         /// The shape in the file.
         found: Vec<usize>,
     },
+    /// A tensor's bytes could not be read (the file shrank after its header was read, or the disk failed).
+    #[error("cannot read tensor '{name}' from '{path}': {source}")]
+    TensorRead {
+        /// The safetensors file.
+        path: PathBuf,
+        /// The tensor's name.
+        name: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// A tensor is stored in a dtype embedkit cannot read as floats.
     #[error("tensor '{name}' has dtype {dtype}; expected F32, F16 or BF16")]
     TensorDtype {

@@ -19,6 +19,7 @@ mod files;
 mod layout;
 mod pooling;
 mod prepared;
+mod tensor_files;
 mod tokenizer;
 mod weights;
 
@@ -36,4 +37,6 @@ pub use layout::{DenseActivation, PostPoolingStep, SentenceTransformerLayout};
 pub use pooling::{PoolingConfig, PoolingMode};
 pub use prepared::{PreparedText, TokenInfo};
 pub use tokenizer::{Encoded, TextTokenizer};
-pub use weights::{EncoderWeights, LayerNorm, LayerWeights, Linear, SafetensorsFiles, Tensor};
+pub use weights::{
+    EncoderReader, EncoderWeights, LayerNorm, LayerWeights, Linear, SafetensorsFiles, Tensor,
+};

@@ -1,14 +1,9 @@
-//! Reading safetensors weights (single file or sharded) and gathering them into the encoder's named parts.
+//! Gathering an encoder's safetensors weights into its named parts, all at once ([`EncoderWeights::load`]) or
+//! layer by layer ([`EncoderReader`]).
 
 use crate::ModelError;
 use crate::config::{Architecture, EncoderConfig};
-use crate::files::read_json;
-use memmap2::Mmap;
-use safetensors::{Dtype, SafeTensors};
-use serde::Deserialize;
-use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
-use std::path::{Path, PathBuf};
+pub use crate::tensor_files::SafetensorsFiles;
 
 /// A dense f32 tensor, row-major. Linear weights keep PyTorch's `[out_features, in_features]` layout.
 #[derive(Debug, Clone, PartialEq)]
@@ -17,158 +12,6 @@ pub struct Tensor {
     pub shape: Vec<usize>,
     /// Values, row-major.
     pub data: Vec<f32>,
-}
-
-/// The safetensors files of one model, memory-mapped, with a name → file map.
-pub struct SafetensorsFiles {
-    dir: PathBuf,
-    maps: Vec<(PathBuf, Mmap)>,
-    /// Tensor name → index into `maps`.
-    index: HashMap<String, usize>,
-}
-
-#[derive(Deserialize)]
-struct ShardIndex {
-    weight_map: BTreeMap<String, String>,
-}
-
-impl SafetensorsFiles {
-    /// Opens `model.safetensors`, or the shards listed in `model.safetensors.index.json`, in `dir`.
-    pub fn open_dir(dir: &Path) -> Result<Self, ModelError> {
-        let single = dir.join("model.safetensors");
-        let index_path = dir.join("model.safetensors.index.json");
-        let files: Vec<PathBuf> = if single.is_file() {
-            vec![single]
-        } else if index_path.is_file() {
-            let index: ShardIndex = read_json(&index_path)?;
-            let mut shards: Vec<String> = index.weight_map.into_values().collect();
-            shards.sort();
-            shards.dedup();
-            shards.into_iter().map(|s| dir.join(s)).collect()
-        } else if dir.join("pytorch_model.bin").is_file()
-            || dir.join("pytorch_model.bin.index.json").is_file()
-        {
-            return Err(ModelError::PytorchOnly(dir.to_path_buf()));
-        } else {
-            return Err(ModelError::MissingFile {
-                dir: dir.to_path_buf(),
-                what: "weights (model.safetensors or model.safetensors.index.json)".into(),
-            });
-        };
-        Self::open_files(dir, files)
-    }
-
-    /// Opens a single safetensors file (e.g. a Dense module's weights).
-    pub fn open_file(path: &Path) -> Result<Self, ModelError> {
-        let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
-        Self::open_files(&dir, vec![path.to_path_buf()])
-    }
-
-    fn open_files(dir: &Path, files: Vec<PathBuf>) -> Result<Self, ModelError> {
-        let mut maps = Vec::with_capacity(files.len());
-        let mut index = HashMap::new();
-        for (i, path) in files.into_iter().enumerate() {
-            let file = File::open(&path).map_err(|e| ModelError::io(&path, e))?;
-            // SAFETY: the mapping is read-only; a model file being rewritten under a running process is outside
-            // what any loader can defend against, and safetensors validates offsets against the map's length.
-            let map = unsafe { Mmap::map(&file) }.map_err(|e| ModelError::io(&path, e))?;
-            let st = SafeTensors::deserialize(&map).map_err(|e| ModelError::Safetensors {
-                path: path.clone(),
-                message: e.to_string(),
-            })?;
-            for name in st.names() {
-                index.insert(name.to_string(), i);
-            }
-            maps.push((path, map));
-        }
-        Ok(Self {
-            dir: dir.to_path_buf(),
-            maps,
-            index,
-        })
-    }
-
-    /// Whether a tensor of this name exists.
-    pub fn contains(&self, name: &str) -> bool {
-        self.index.contains_key(name)
-    }
-
-    /// All tensor names.
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.index.keys().map(String::as_str)
-    }
-
-    /// Total number of scalar parameters.
-    pub fn num_parameters(&self) -> usize {
-        self.maps
-            .iter()
-            .filter_map(|(_, m)| SafeTensors::deserialize(m).ok())
-            .map(|st| {
-                st.tensors()
-                    .iter()
-                    .map(|(_, v)| v.shape().iter().product::<usize>())
-                    .sum::<usize>()
-            })
-            .sum()
-    }
-
-    /// Reads tensor `name` as f32 (F16 and BF16 are widened).
-    pub fn get(&self, name: &str) -> Result<Tensor, ModelError> {
-        let &i = self
-            .index
-            .get(name)
-            .ok_or_else(|| ModelError::MissingTensor {
-                dir: self.dir.clone(),
-                name: name.to_string(),
-            })?;
-        let (path, map) = &self.maps[i];
-        let st = SafeTensors::deserialize(map).map_err(|e| ModelError::Safetensors {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
-        let view = st.tensor(name).map_err(|e| ModelError::Safetensors {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
-        let bytes = view.data();
-        let data: Vec<f32> = match view.dtype() {
-            Dtype::F32 => bytes
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            Dtype::F16 => bytes
-                .chunks_exact(2)
-                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            Dtype::BF16 => bytes
-                .chunks_exact(2)
-                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            other => {
-                return Err(ModelError::TensorDtype {
-                    name: name.to_string(),
-                    dtype: format!("{other:?}"),
-                });
-            }
-        };
-        Ok(Tensor {
-            shape: view.shape().to_vec(),
-            data,
-        })
-    }
-
-    /// Reads tensor `name` and checks its shape.
-    pub fn get_shaped(&self, name: &str, shape: &[usize]) -> Result<Tensor, ModelError> {
-        let t = self.get(name)?;
-        if t.shape != shape {
-            return Err(ModelError::TensorShape {
-                name: name.to_string(),
-                expected: shape.to_vec(),
-                found: t.shape,
-            });
-        }
-        Ok(t)
-    }
 }
 
 /// A linear layer: `y = x·Wᵀ + b`, `weight` is `[out, in]`.
@@ -228,8 +71,32 @@ pub struct EncoderWeights {
 }
 
 impl EncoderWeights {
-    /// Gathers and shape-checks the encoder's weights for `config` from `files`.
+    /// Gathers and shape-checks the encoder's weights for `config` from `files`, all layers at once. A backend
+    /// that converts the weights should rather read them layer by layer with [`EncoderReader`], so that it
+    /// never holds every f32 tensor beside its converted copies.
     pub fn load(files: &SafetensorsFiles, config: &EncoderConfig) -> Result<Self, ModelError> {
+        let reader = EncoderReader::new(files, config)?;
+        let mut weights = reader.without_layers()?;
+        weights.layers = (0..config.num_layers)
+            .map(|l| reader.layer(l))
+            .collect::<Result<_, _>>()?;
+        Ok(weights)
+    }
+}
+
+/// Reads a BERT-shaped encoder's weights (BERT, XLM-RoBERTa, MPNet) part by part, shape-checked against the
+/// config, so a backend can convert each layer and drop its f32 tensors before reading the next.
+pub struct EncoderReader<'a> {
+    files: &'a SafetensorsFiles,
+    config: &'a EncoderConfig,
+    /// The checkpoint's name prefix (`""`, `bert.`, …).
+    prefix: String,
+}
+
+impl<'a> EncoderReader<'a> {
+    /// A reader of `config`'s encoder in `files`; an error for architectures whose layers are not BERT-shaped,
+    /// or when the word embeddings are missing.
+    pub fn new(files: &'a SafetensorsFiles, config: &'a EncoderConfig) -> Result<Self, ModelError> {
         if config.architecture == Architecture::ModernBert {
             // ModernBERT's layers have other parts (fused Wqkv, GeGLU, no post-norms); its backend reads the
             // safetensors itself (see `LocalEmbedder::load_with`).
@@ -249,66 +116,86 @@ impl EncoderWeights {
                 ),
             });
         }
-        let prefix = find_prefix(files)?;
-        let h = config.hidden_size;
-        let i_size = config.intermediate_size;
-        let get = |name: &str, shape: &[usize]| files.get_shaped(&format!("{prefix}{name}"), shape);
+        Ok(Self {
+            files,
+            config,
+            prefix: find_prefix(files)?,
+        })
+    }
+
+    fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor, ModelError> {
+        self.files
+            .get_shaped(&format!("{}{name}", self.prefix), shape)
+    }
+
+    fn norm(&self, base: &str) -> Result<LayerNorm, ModelError> {
+        let h = self.config.hidden_size;
         // Old TF-converted checkpoints call LayerNorm's parameters gamma/beta.
-        let norm = |base: &str| -> Result<LayerNorm, ModelError> {
-            let (w, b) = if files.contains(&format!("{prefix}{base}.weight")) {
-                ("weight", "bias")
+        let (w, b) = if self
+            .files
+            .contains(&format!("{}{base}.weight", self.prefix))
+        {
+            ("weight", "bias")
+        } else {
+            ("gamma", "beta")
+        };
+        Ok(LayerNorm {
+            weight: self.get(&format!("{base}.{w}"), &[h])?,
+            bias: self.get(&format!("{base}.{b}"), &[h])?,
+        })
+    }
+
+    fn linear(&self, base: &str, out: usize, inp: usize) -> Result<Linear, ModelError> {
+        let bias_name = format!("{}{base}.bias", self.prefix);
+        Ok(Linear {
+            weight: self.get(&format!("{base}.weight"), &[out, inp])?,
+            bias: if self.files.contains(&bias_name) {
+                Some(self.files.get_shaped(&bias_name, &[out])?)
             } else {
-                ("gamma", "beta")
-            };
-            Ok(LayerNorm {
-                weight: get(&format!("{base}.{w}"), &[h])?,
-                bias: get(&format!("{base}.{b}"), &[h])?,
-            })
-        };
-        let linear = |base: &str, out: usize, inp: usize| -> Result<Linear, ModelError> {
-            let bias_name = format!("{prefix}{base}.bias");
-            Ok(Linear {
-                weight: get(&format!("{base}.weight"), &[out, inp])?,
-                bias: if files.contains(&bias_name) {
-                    Some(files.get_shaped(&bias_name, &[out])?)
-                } else {
-                    None
-                },
-            })
-        };
-        let mut layers = Vec::with_capacity(config.num_layers);
-        for l in 0..config.num_layers {
-            let p = format!("encoder.layer.{l}");
-            let layer = match config.architecture {
-                Architecture::Bert | Architecture::XlmRoberta => LayerWeights {
-                    query: linear(&format!("{p}.attention.self.query"), h, h)?,
-                    key: linear(&format!("{p}.attention.self.key"), h, h)?,
-                    value: linear(&format!("{p}.attention.self.value"), h, h)?,
-                    attention_output: linear(&format!("{p}.attention.output.dense"), h, h)?,
-                    attention_norm: norm(&format!("{p}.attention.output.LayerNorm"))?,
-                    intermediate: linear(&format!("{p}.intermediate.dense"), i_size, h)?,
-                    output: linear(&format!("{p}.output.dense"), h, i_size)?,
-                    output_norm: norm(&format!("{p}.output.LayerNorm"))?,
-                },
-                Architecture::MPNet => LayerWeights {
-                    query: linear(&format!("{p}.attention.attn.q"), h, h)?,
-                    key: linear(&format!("{p}.attention.attn.k"), h, h)?,
-                    value: linear(&format!("{p}.attention.attn.v"), h, h)?,
-                    attention_output: linear(&format!("{p}.attention.attn.o"), h, h)?,
-                    attention_norm: norm(&format!("{p}.attention.LayerNorm"))?,
-                    intermediate: linear(&format!("{p}.intermediate.dense"), i_size, h)?,
-                    output: linear(&format!("{p}.output.dense"), h, i_size)?,
-                    output_norm: norm(&format!("{p}.output.LayerNorm"))?,
-                },
-                Architecture::ModernBert => unreachable!("returned at the top of load"),
-                Architecture::Qwen3 | Architecture::Qwen2 | Architecture::Mistral => {
-                    unreachable!("decoders returned at the top of load")
-                }
-            };
-            layers.push(layer);
-        }
+                None
+            },
+        })
+    }
+
+    /// Transformer layer `l`'s weights.
+    pub fn layer(&self, l: usize) -> Result<LayerWeights, ModelError> {
+        let (h, i_size) = (self.config.hidden_size, self.config.intermediate_size);
+        let p = format!("encoder.layer.{l}");
+        Ok(match self.config.architecture {
+            Architecture::Bert | Architecture::XlmRoberta => LayerWeights {
+                query: self.linear(&format!("{p}.attention.self.query"), h, h)?,
+                key: self.linear(&format!("{p}.attention.self.key"), h, h)?,
+                value: self.linear(&format!("{p}.attention.self.value"), h, h)?,
+                attention_output: self.linear(&format!("{p}.attention.output.dense"), h, h)?,
+                attention_norm: self.norm(&format!("{p}.attention.output.LayerNorm"))?,
+                intermediate: self.linear(&format!("{p}.intermediate.dense"), i_size, h)?,
+                output: self.linear(&format!("{p}.output.dense"), h, i_size)?,
+                output_norm: self.norm(&format!("{p}.output.LayerNorm"))?,
+            },
+            Architecture::MPNet => LayerWeights {
+                query: self.linear(&format!("{p}.attention.attn.q"), h, h)?,
+                key: self.linear(&format!("{p}.attention.attn.k"), h, h)?,
+                value: self.linear(&format!("{p}.attention.attn.v"), h, h)?,
+                attention_output: self.linear(&format!("{p}.attention.attn.o"), h, h)?,
+                attention_norm: self.norm(&format!("{p}.attention.LayerNorm"))?,
+                intermediate: self.linear(&format!("{p}.intermediate.dense"), i_size, h)?,
+                output: self.linear(&format!("{p}.output.dense"), h, i_size)?,
+                output_norm: self.norm(&format!("{p}.output.LayerNorm"))?,
+            },
+            Architecture::ModernBert => unreachable!("refused by EncoderReader::new"),
+            Architecture::Qwen3 | Architecture::Qwen2 | Architecture::Mistral => {
+                unreachable!("decoders refused by EncoderReader::new")
+            }
+        })
+    }
+
+    /// Everything but the transformer layers (embeddings, their norm, MPNet's relative attention bias), as
+    /// [`EncoderWeights`] with `layers` empty.
+    pub fn without_layers(&self) -> Result<EncoderWeights, ModelError> {
+        let config = self.config;
+        let h = config.hidden_size;
         let token_type_embeddings = if config.type_vocab_size > 0 {
-            Some(get(
+            Some(self.get(
                 "embeddings.token_type_embeddings.weight",
                 &[config.type_vocab_size, h],
             )?)
@@ -316,21 +203,22 @@ impl EncoderWeights {
             None
         };
         let relative_attention_bias = match config.relative_attention_num_buckets {
-            Some(buckets) => Some(get(
+            Some(buckets) => Some(self.get(
                 "encoder.relative_attention_bias.weight",
                 &[buckets, config.num_heads],
             )?),
             None => None,
         };
         Ok(EncoderWeights {
-            word_embeddings: get("embeddings.word_embeddings.weight", &[config.vocab_size, h])?,
-            position_embeddings: get(
+            word_embeddings: self
+                .get("embeddings.word_embeddings.weight", &[config.vocab_size, h])?,
+            position_embeddings: self.get(
                 "embeddings.position_embeddings.weight",
                 &[config.max_position_embeddings, h],
             )?,
             token_type_embeddings,
-            embedding_norm: norm("embeddings.LayerNorm")?,
-            layers,
+            embedding_norm: self.norm("embeddings.LayerNorm")?,
+            layers: Vec::new(),
             relative_attention_bias,
         })
     }
