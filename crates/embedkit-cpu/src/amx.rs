@@ -218,22 +218,7 @@ impl Tiles {
                     sb = in(reg) b_stride,
                     options(nostack, readonly)
                 );
-                match dot {
-                    Dot::Bf16 => asm!(
-                        "tdpbf16ps tmm0, tmm4, tmm6",
-                        "tdpbf16ps tmm1, tmm4, tmm7",
-                        "tdpbf16ps tmm2, tmm5, tmm6",
-                        "tdpbf16ps tmm3, tmm5, tmm7",
-                        options(nostack, nomem)
-                    ),
-                    Dot::U8I8 => asm!(
-                        "tdpbusd tmm0, tmm4, tmm6",
-                        "tdpbusd tmm1, tmm4, tmm7",
-                        "tdpbusd tmm2, tmm5, tmm6",
-                        "tdpbusd tmm3, tmm5, tmm7",
-                        options(nostack, nomem)
-                    ),
-                }
+                products(dot);
             }
             let o = out.as_mut_ptr() as *mut u8;
             // Row-major 32 × 32: tile (i, j) starts at row 16·i, column 16·j; rows are 128 bytes apart.
@@ -249,6 +234,35 @@ impl Tiles {
                 s = in(reg) 128usize,
                 options(nostack)
             );
+        }
+    }
+}
+
+/// The block's four tile products: accumulators 0–3 += A tiles 4–5 × B tiles 6–7.
+///
+/// # Safety
+/// AMX is available and this thread loaded [`Tiles::load`].
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn products(dot: Dot) {
+    use std::arch::asm;
+    // SAFETY: the caller's promise; the instructions touch tile registers only.
+    unsafe {
+        match dot {
+            Dot::Bf16 => asm!(
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "tdpbf16ps tmm1, tmm4, tmm7",
+                "tdpbf16ps tmm2, tmm5, tmm6",
+                "tdpbf16ps tmm3, tmm5, tmm7",
+                options(nostack, nomem)
+            ),
+            Dot::U8I8 => asm!(
+                "tdpbusd tmm0, tmm4, tmm6",
+                "tdpbusd tmm1, tmm4, tmm7",
+                "tdpbusd tmm2, tmm5, tmm6",
+                "tdpbusd tmm3, tmm5, tmm7",
+                options(nostack, nomem)
+            ),
         }
     }
 }
@@ -280,22 +294,7 @@ pub(crate) unsafe fn peak_loop(dot: Dot, iters: u64) -> f64 {
             options(nostack, readonly)
         );
         for _ in 0..iters {
-            match dot {
-                Dot::Bf16 => asm!(
-                    "tdpbf16ps tmm0, tmm4, tmm6",
-                    "tdpbf16ps tmm1, tmm4, tmm7",
-                    "tdpbf16ps tmm2, tmm5, tmm6",
-                    "tdpbf16ps tmm3, tmm5, tmm7",
-                    options(nostack, nomem)
-                ),
-                Dot::U8I8 => asm!(
-                    "tdpbusd tmm0, tmm4, tmm6",
-                    "tdpbusd tmm1, tmm4, tmm7",
-                    "tdpbusd tmm2, tmm5, tmm6",
-                    "tdpbusd tmm3, tmm5, tmm7",
-                    options(nostack, nomem)
-                ),
-            }
+            products(dot);
         }
         let o = out.as_mut_ptr() as *mut u8;
         asm!(
