@@ -11,6 +11,7 @@ mod decoder;
 pub mod elementwise;
 mod int8;
 mod kernels;
+mod load;
 mod modernbert;
 mod panel;
 pub mod peak;
@@ -22,8 +23,8 @@ pub use modernbert::ModernBertBackend;
 pub use simd::SimdLevel;
 
 use embedkit_model::{
-    Architecture, Backend, BackendError, EncoderConfig, EncoderWeights, LayerNorm, Linear,
-    SafetensorsFiles, TokenBatch,
+    Architecture, Backend, BackendError, EncoderConfig, LayerNorm, Linear, SafetensorsFiles,
+    TokenBatch,
 };
 use embedkit_model::{LocalEmbedder, ModelError};
 use gemm::Parallelism;
@@ -246,10 +247,7 @@ pub fn load_backend(
             Ok(Box::new(DecoderBackend::load(config, files, options)?))
         }
         Architecture::Bert | Architecture::XlmRoberta | Architecture::MPNet => {
-            let weights = EncoderWeights::load(files, config)?;
-            let backend = CpuBackend::new(config, weights, options)
-                .map_err(|e| ModelError::Backend(Box::new(e)))?;
-            Ok(Box::new(backend))
+            Ok(Box::new(CpuBackend::load(config, files, options)?))
         }
     }
 }
@@ -374,61 +372,6 @@ pub(crate) fn check_batch(batch: &TokenBatch<'_>) -> Result<usize, CpuError> {
 }
 
 impl CpuBackend {
-    /// Builds the backend, taking ownership of the weights.
-    pub fn new(
-        config: &EncoderConfig,
-        weights: EncoderWeights,
-        options: &CpuOptions,
-    ) -> Result<Self, CpuError> {
-        let Runtime {
-            pool,
-            threads,
-            simd,
-            compute: _,
-            vnni,
-            panel_max_rows,
-        } = Runtime::new(options)?;
-        let h = config.hidden_size;
-        let layers = weights
-            .layers
-            .into_iter()
-            .map(|l| {
-                let mut qkv_weight = Vec::with_capacity(3 * h * h);
-                let mut qkv_bias = Vec::with_capacity(3 * h);
-                for lin in [&l.query, &l.key, &l.value] {
-                    qkv_weight.extend_from_slice(&lin.weight.data);
-                    match &lin.bias {
-                        Some(b) => qkv_bias.extend_from_slice(&b.data),
-                        None => qkv_bias.extend(std::iter::repeat_n(0.0, h)),
-                    }
-                }
-                Layer {
-                    qkv: Projection::new(qkv_weight, Some(qkv_bias), 3 * h, h, options.compute),
-                    attention_output: Projection::from_linear(l.attention_output, options.compute),
-                    attention_norm: l.attention_norm,
-                    intermediate: Projection::from_linear(l.intermediate, options.compute),
-                    output: Projection::from_linear(l.output, options.compute),
-                    output_norm: l.output_norm,
-                }
-            })
-            .collect();
-        Ok(Self {
-            config: config.clone(),
-            word_embeddings: weights.word_embeddings.data,
-            position_embeddings: weights.position_embeddings.data,
-            token_type_embeddings: weights.token_type_embeddings.map(|t| t.data),
-            embedding_norm: weights.embedding_norm,
-            layers,
-            relative_attention_bias: weights.relative_attention_bias.map(|t| t.data),
-            pool,
-            threads,
-            simd,
-            compute: options.compute,
-            vnni,
-            panel_max_rows,
-        })
-    }
-
     /// The instruction set the element-wise kernels run with.
     pub fn simd_level(&self) -> SimdLevel {
         self.simd
