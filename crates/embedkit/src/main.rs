@@ -1,5 +1,6 @@
 //! The `embedkit` command: wires the crates into subcommands. All logic lives in the library crates.
 
+mod alloc;
 mod analogy_cli;
 mod bench_cli;
 mod cache_cli;
@@ -646,6 +647,8 @@ fn gather_texts(
 }
 
 fn embed(args: EmbedArgs, quiet: bool) -> Result<()> {
+    // Before the model's worker threads start: see alloc.rs.
+    alloc::one_arena();
     if args.parquet.wanted(
         args.format == OutputFormat::Parquet,
         args.format == OutputFormat::Jsonl,
