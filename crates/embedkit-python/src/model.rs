@@ -2,6 +2,7 @@
 //! released, on a thread pool of the size it was given, and that survives `fork()`.
 
 use crate::errors::{from_embed, from_model, from_source, runtime};
+use crate::per_process::PerProcess;
 use embedkit_cache::CachedEmbedder;
 use embedkit_core::{Embedder, EncodeOptions};
 use embedkit_cpu::{Compute, CpuOptions};
@@ -9,10 +10,10 @@ use embedkit_model::LocalEmbedder;
 use embedkit_providers::{ApiEmbedder, ProviderConfig, parse_spec};
 use embedkit_sources::SourceConfig;
 use numpy::{PyArray1, PyArray2, PyArrayMethods};
-use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 /// The thread count a model runs with: `threads` when given, else `OMP_NUM_THREADS` (Ray and Spark set it
 /// per worker), else `RAYON_NUM_THREADS`, else every core.
@@ -57,9 +58,6 @@ struct Spec {
 
 /// A model as loaded in one process.
 struct Loaded {
-    /// The process that loaded it: a forked child has none of its pool's threads and shares its
-    /// connections, so it loads its own.
-    pid: u32,
     /// What `encode` calls: the model, or the cache in front of it.
     embedder: Arc<dyn Embedder>,
     /// The local model under `embedder`, for token vectors, tokenization and facts; `None` for API models.
@@ -133,7 +131,6 @@ impl Loaded {
             }
         };
         Ok(Loaded {
-            pid: std::process::id(),
             embedder,
             local,
             pool,
@@ -166,28 +163,14 @@ type TokenVectors<'py> = (Vec<u32>, Bound<'py, PyArray2<f32>>);
 #[pyclass(module = "embedkit._embedkit", frozen)]
 pub struct Model {
     spec: Spec,
-    loaded: RwLock<Arc<Loaded>>,
+    /// Loaded again in a forked child (it has none of the pool's threads and shares the connections).
+    loaded: PerProcess<Loaded>,
 }
 
 impl Model {
     /// The model as loaded in this process; loads it again in a forked child.
     fn current(&self) -> PyResult<Arc<Loaded>> {
-        let pid = std::process::id();
-        {
-            let loaded = self.loaded.read().map_err(|_| poisoned())?;
-            if loaded.pid == pid {
-                return Ok(loaded.clone());
-            }
-        }
-        let mut slot = self.loaded.write().map_err(|_| poisoned())?;
-        if slot.pid != pid {
-            let fresh = Arc::new(Loaded::load(&self.spec)?);
-            let stale = std::mem::replace(&mut *slot, fresh);
-            // The parent's pool has no threads here and its locks may have been copied mid-use: never touch
-            // it (dropping a rayon pool signals its workers). The pages are shared copy-on-write anyway.
-            std::mem::forget(stale);
-        }
-        Ok(slot.clone())
+        self.loaded.get(|| Loaded::load(&self.spec))
     }
 
     fn options(
@@ -207,10 +190,6 @@ impl Model {
             ..EncodeOptions::default()
         })
     }
-}
-
-fn poisoned() -> PyErr {
-    PyRuntimeError::new_err("the model's state was poisoned by a panic in another thread")
 }
 
 #[pymethods]
@@ -240,7 +219,7 @@ impl Model {
         let loaded = py.detach(|| Loaded::load(&spec))?;
         Ok(Model {
             spec,
-            loaded: RwLock::new(Arc::new(loaded)),
+            loaded: PerProcess::new(loaded),
         })
     }
 

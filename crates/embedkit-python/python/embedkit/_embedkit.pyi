@@ -61,6 +61,28 @@ class Model:
     ) -> Tuple[List[List[int]], List[List[int]], int]: ...
     def usage(self) -> Optional[Dict[str, Any]]: ...
 
+class CrossModel:
+    """A loaded cross-encoder (a ``*ForSequenceClassification`` folder) on the CPU engine, on its own thread pool."""
+
+    def __init__(self, name: str, compute: str = "f32", threads: Optional[int] = None) -> None: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def threads(self) -> int: ...
+    @property
+    def num_labels(self) -> int: ...
+    def info(self) -> Dict[str, Any]:
+        """num_labels, labels, activation, max_length, architecture, path, hidden_size, backend."""
+    def predict(
+        self,
+        pairs: Sequence[Tuple[str, str]],
+        batch_size: int = 32,
+        activation: Optional[str] = None,
+        max_length: Optional[int] = None,
+    ) -> npt.NDArray[np.float32]:
+        """float32 (len(pairs), num_labels); ``activation`` (identity, sigmoid, tanh, relu, gelu, silu)
+        overrides the model's."""
+
 class Index:
     """An embedkit index file, memory-mapped."""
 
