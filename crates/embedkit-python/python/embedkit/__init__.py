@@ -19,7 +19,7 @@ from .index import Index
 from . import util
 from .util import quantize_embeddings
 
-__all__ = ["SentenceTransformer", "Index", "quantize_embeddings", "__version__"]
+__all__ = ["SentenceTransformer", "CrossEncoder", "Index", "quantize_embeddings", "__version__"]
 
 _PRECISIONS = ("float32", "int8", "uint8", "binary", "ubinary")
 _OUTPUT_VALUES = ("sentence_embedding", "token_embeddings", None)
@@ -502,3 +502,7 @@ class _Progress:
             self._tqdm.close()
         else:
             sys.stderr.write("\n")
+
+
+# Last: cross_encoder.py uses the helpers above (_import_torch).
+from .cross_encoder import CrossEncoder  # noqa: E402
