@@ -241,15 +241,17 @@ pub fn load_backend(
     files: &SafetensorsFiles,
     options: &CpuOptions,
 ) -> Result<Box<dyn Backend>, ModelError> {
-    match config.architecture {
-        Architecture::ModernBert => Ok(Box::new(ModernBertBackend::load(config, files, options)?)),
+    let backend: Box<dyn Backend> = match config.architecture {
+        Architecture::ModernBert => Box::new(ModernBertBackend::load(config, files, options)?),
         Architecture::Qwen3 | Architecture::Qwen2 | Architecture::Mistral => {
-            Ok(Box::new(DecoderBackend::load(config, files, options)?))
+            Box::new(DecoderBackend::load(config, files, options)?)
         }
         Architecture::Bert | Architecture::XlmRoberta | Architecture::MPNet => {
-            Ok(Box::new(CpuBackend::load(config, files, options)?))
+            Box::new(CpuBackend::load(config, files, options)?)
         }
-    }
+    };
+    load::release_freed_memory();
+    Ok(backend)
 }
 
 /// What every CPU backend runs with: its worker pool, instruction set, int8 kernel and panel limit.

@@ -119,3 +119,18 @@ impl CpuBackend {
         }
     }
 }
+
+/// Hands the heap's free pages back to the system after a load; a no-op but on glibc.
+///
+/// The load frees each f32 tensor as its layer is packed, and the packed layers are allocated between those
+/// frees, so the freed tensors leave holes in the heap that glibc keeps (above its trim threshold only the heap's
+/// top is returned): all-mpnet-base-v2's server kept 38 MB more than with every large block mapped on its own
+/// (`embedkit serve` after one request: 486.0 MB against 447.7 MB with `MALLOC_MMAP_THRESHOLD_=1048576`).
+pub(crate) fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free memory to the system (taking glibc's own locks); it has no
+    // memory-safety preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
