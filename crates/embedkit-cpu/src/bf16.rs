@@ -113,17 +113,26 @@ impl Bf16Linear {
         crate::amx::available() && self.k2.is_multiple_of(16)
     }
 
-    /// [`Bf16Linear::forward`] with `vdpbf16ps` (AVX512_BF16).
+    /// The rows of `x` (`k` values each) as `rows` rows of `k2` bf16 pairs, in parallel; rows past `x`'s
+    /// are zero.
     #[cfg(target_arch = "x86_64")]
-    fn forward_avx512(&self, x: &[f32], m: usize, y: &mut [f32]) {
+    fn convert(&self, x: &[f32], rows: usize) -> Vec<u32> {
         let (k, k2) = (self.k, self.k2);
-        let mut xb = vec![0u32; m * k2];
+        let mut xb = vec![0u32; rows * k2];
         xb.par_chunks_mut(ROW_BLOCK * k2)
             .zip(x.par_chunks(ROW_BLOCK * k))
             .for_each(|(dst, src)| {
-                // SAFETY: `forward` asserted AVX512_BF16 (with AVX-512F).
+                // SAFETY: `forward` asserted AVX512_BF16 (with AVX-512F). `convert_rows` stops at the
+                // shorter of the two, so padding rows stay zero.
                 unsafe { avx512::convert_rows(src, k, dst, k2) }
             });
+        xb
+    }
+
+    /// [`Bf16Linear::forward`] with `vdpbf16ps` (AVX512_BF16).
+    #[cfg(target_arch = "x86_64")]
+    fn forward_avx512(&self, x: &[f32], m: usize, y: &mut [f32]) {
+        let xb = self.convert(x, m);
         let out = OutPtr(y.as_mut_ptr());
         let panels = self.n.div_ceil(PANEL);
         let row_blocks = m.div_ceil(ROW_BLOCK).max(1);
@@ -143,16 +152,9 @@ impl Bf16Linear {
     #[cfg(target_arch = "x86_64")]
     fn forward_amx(&self, x: &[f32], m: usize, y: &mut [f32]) {
         use crate::amx::BLOCK;
-        let (k, k2, n) = (self.k, self.k2, self.n);
+        let n = self.n;
         // Rows up to a whole block, the padding zero, so every tile load stays inside the buffer.
-        let m_pad = m.div_ceil(BLOCK) * BLOCK;
-        let mut xb = vec![0u32; m_pad * k2];
-        xb.par_chunks_mut(ROW_BLOCK * k2)
-            .zip(x.par_chunks(ROW_BLOCK * k))
-            .for_each(|(dst, src)| {
-                // SAFETY: `forward` asserted AVX512_BF16 (with AVX-512F).
-                unsafe { avx512::convert_rows(src, k, &mut dst[..src.len() / k * k2], k2) }
-            });
+        let xb = self.convert(x, m.div_ceil(BLOCK) * BLOCK);
         let out = OutPtr(y.as_mut_ptr());
         let panels = n.div_ceil(PANEL);
         // A task is up to 128 rows × one panel: a few microseconds of tile work against rayon's overhead.
