@@ -1,6 +1,7 @@
 //! The vocabulary every other embedkit crate speaks: an [`Embeddings`] matrix, the [`EncodeOptions`] a caller
 //! asks for, the [`Embedder`] trait that local models, API providers and caches all implement, and the
-//! similarity functions and top-k search that consumers run on the vectors.
+//! similarity functions and top-k search that consumers run on the vectors; and [`AtomicFile`], how every
+//! crate writes a file a user reads (whole under its name or not at all).
 //!
 //! This crate knows nothing about models, tokenizers or the network.
 //!
@@ -11,10 +12,12 @@
 //! assert!((sim - 0.6).abs() < 1e-6);
 //! ```
 
+pub mod atomic;
 mod embedder;
 mod embeddings;
 mod similarity;
 
+pub use atomic::{AtomicFile, write_atomic};
 pub use embedder::{EmbedError, Embedder, EncodeOptions, TokenEmbeddings, Usage};
 pub use embeddings::{Embeddings, ShapeError, l2_normalize};
 pub use similarity::{Metric, UnknownMetric, similarity_matrix, top_k};

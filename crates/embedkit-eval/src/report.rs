@@ -295,23 +295,8 @@ impl EvalReport {
     }
 }
 
-/// Writes `bytes` to `path` through a temp file in the same folder and a rename.
+/// Writes `bytes` to `path` atomically; returns the path.
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<PathBuf> {
-    use std::io::Write;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.flush()?;
-    // Temp files are created owner-only; a report is an ordinary file the user made.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644))?;
-    }
-    tmp.persist(path).map_err(|e| e.error)?;
+    embedkit_core::write_atomic(path, bytes)?;
     Ok(path.to_path_buf())
 }

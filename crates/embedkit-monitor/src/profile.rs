@@ -9,9 +9,8 @@
 use crate::cluster::kmeans;
 use crate::rng::{SplitMix64, subsample};
 use crate::{Canary, DriftError};
-use embedkit_core::Embeddings;
+use embedkit_core::{Embeddings, write_atomic};
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::path::Path;
 
 /// What `profile.json` records.
@@ -223,14 +222,6 @@ impl Profile {
             canary,
         })
     }
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(tmp, path)
 }
 
 #[cfg(test)]

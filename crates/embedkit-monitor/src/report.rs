@@ -3,6 +3,7 @@
 //! temporary name and renamed, so a reader never sees half a report.
 
 use crate::DriftReport;
+use embedkit_core::write_atomic;
 use serde_json::Value;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -13,12 +14,17 @@ pub fn write_report(dir: &Path, json: &Value, report: &DriftReport) -> std::io::
     std::fs::create_dir_all(dir)?;
     write_atomic(
         &dir.join("results.json"),
-        &serde_json::to_string_pretty(json).unwrap_or_default(),
+        serde_json::to_string_pretty(json)
+            .unwrap_or_default()
+            .as_bytes(),
     )?;
-    write_atomic(&dir.join("report.md"), &markdown(json, report))?;
-    write_atomic(&dir.join("pvalues.svg"), &pvalue_svg(report))?;
-    write_atomic(&dir.join("clusters.svg"), &cluster_svg(json))?;
-    write_atomic(&dir.join("projection.svg"), &projection_svg(report))?;
+    write_atomic(&dir.join("report.md"), markdown(json, report).as_bytes())?;
+    write_atomic(&dir.join("pvalues.svg"), pvalue_svg(report).as_bytes())?;
+    write_atomic(&dir.join("clusters.svg"), cluster_svg(json).as_bytes())?;
+    write_atomic(
+        &dir.join("projection.svg"),
+        projection_svg(report).as_bytes(),
+    )?;
     Ok(())
 }
 
@@ -73,12 +79,6 @@ pub fn to_json(
         "novel": rows(&r.novel, current_texts),
         "emptied": rows(&r.emptied, reference_texts),
     })
-}
-
-fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(tmp, path)
 }
 
 fn markdown(json: &Value, r: &DriftReport) -> String {

@@ -6,16 +6,13 @@
 //!   vector-changing option in the key-value metadata ([`FileMeta`], keys `embedkit.*`).
 //! * [`TextFile`]: texts (and ids) to embed from any Parquet file, reading only the row groups of a range.
 //! * [`parts`]: a shard's chunked, resumable commits ([`ShardJob`]), [`check`] and [`merge`] of a folder.
-//! * [`AtomicFile`]: a file that appears whole under its name or not at all (temp file, fsync, rename).
 
-mod atomic;
 mod error;
 mod meta;
 pub mod parts;
 mod reader;
 mod writer;
 
-pub use atomic::{AtomicFile, write_atomic};
 pub use error::Error;
 pub use meta::{FileMeta, INFO_KEYS, PREFIX, describe_differences};
 pub use parts::{CheckReport, InputInfo, ShardJob, ShardSpec, ShardState, check, merge};

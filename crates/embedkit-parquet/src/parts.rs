@@ -3,11 +3,11 @@
 //! started again, and finally becomes `part-KKKKK-of-NNNNN.parquet`. [`check`] proves a folder complete
 //! (every part, the same settings, every id once, nothing partial); [`merge`] concatenates the parts.
 
-use crate::atomic::{AtomicFile, write_atomic};
 use crate::meta::describe_differences;
 use crate::reader::{VectorFile, batch_ids};
 use crate::writer::{Ids, Layout, ParquetVectorWriter};
 use crate::{Error, FileMeta};
+use embedkit_core::{AtomicFile, write_atomic};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};

@@ -409,10 +409,8 @@ fn record_canary(a: &CanaryArgs, quiet: bool) -> Result<()> {
         texts,
         vectors,
     };
-    let tmp = output.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_string(&canary)?)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, output).with_context(|| format!("cannot write {}", output.display()))?;
+    embedkit_core::write_atomic(output, serde_json::to_string(&canary)?.as_bytes())
+        .with_context(|| format!("cannot write {}", output.display()))?;
     if !quiet {
         eprintln!(
             "recorded {} canary texts of {} to {}",

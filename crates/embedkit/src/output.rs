@@ -2,8 +2,8 @@
 //! (Parquet goes through `shards.rs` and embedkit-parquet).
 
 use anyhow::{Context, Result, bail};
+use embedkit_core::AtomicFile;
 use embedkit_core::Embeddings;
-use embedkit_parquet::AtomicFile;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 

@@ -6,7 +6,7 @@ use super::{
     RawHeader, VECTOR_ALIGN, checksum, metric_code, precision_code, rescore_code,
 };
 use crate::quantize::{CalibrationRanges, Precision, Quantizer};
-use embedkit_core::{Embeddings, Metric};
+use embedkit_core::{AtomicFile, Embeddings, Metric};
 use std::fs::File;
 use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -57,7 +57,7 @@ struct IdSpool {
 pub struct IndexWriter {
     path: PathBuf,
     meta: IndexMeta,
-    file: BufWriter<tempfile::NamedTempFile>,
+    file: BufWriter<AtomicFile>,
     dir: PathBuf,
     primary: Quantizer,
     rescore: Option<(Quantizer, BufWriter<File>)>,
@@ -138,11 +138,7 @@ impl IndexWriter {
             action,
             source,
         };
-        let tmp = tempfile::Builder::new()
-            .prefix(".embedkit-index-")
-            .suffix(".tmp")
-            .tempfile_in(&dir)
-            .map_err(|e| io("create a temp file for", e))?;
+        let tmp = AtomicFile::create(&path).map_err(|e| io("create a temp file for", e))?;
         let mut file = BufWriter::with_capacity(1 << 20, tmp);
         // A zero header until `finish`: even a temp file left by a killed process never opens as an index.
         file.write_all(&[0u8; HEADER_LEN])
@@ -484,13 +480,7 @@ impl IndexWriter {
         bytes = header.encode();
         f.seek(SeekFrom::Start(0)).map_err(io("write"))?;
         f.write_all(&bytes).map_err(io("write"))?;
-        f.sync_all().map_err(io("sync"))?;
-        tmp.persist(&path)
-            .map_err(|e| io("rename into place")(e.error))?;
-        // Make the rename itself durable; not every platform can sync a directory, so failure is not fatal.
-        if let Ok(d) = File::open(&self.dir) {
-            let _ = d.sync_all();
-        }
+        tmp.commit().map_err(io("sync and rename into place"))?;
         Ok(IndexSummary {
             count: self.count as usize,
             documents: documents as usize,

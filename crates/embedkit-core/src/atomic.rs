@@ -1,4 +1,5 @@
 //! Files that appear whole or not at all: written to a temp file beside the target, synced, then renamed.
+//! The one home of this writer: vectors, indexes, Parquet parts, reports, profiles and canaries all use it.
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -32,6 +33,11 @@ impl AtomicFile {
     /// The final path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The temp file, for writers that seek back (an index header written last).
+    pub fn as_file_mut(&mut self) -> &mut std::fs::File {
+        self.file.as_file_mut()
     }
 
     /// Syncs the data and renames it over the final path; then syncs the folder where the platform allows, so
