@@ -1,6 +1,6 @@
 //! Multi-head self-attention over unpadded sequences.
 
-use crate::kernels::{fast_exp, matmul_ab, matmul_abt, softmax, sum16};
+use crate::kernels::{OutPtr, fast_exp, matmul_ab, matmul_abt, softmax, sum16};
 use crate::simd::MulAdd;
 use embedkit_model::EncoderConfig;
 use rayon::prelude::*;
@@ -70,9 +70,6 @@ fn relative_position_bucket(relative: i64, num_buckets: usize, max_distance: usi
 /// pays off on bigger tiles.
 const DIRECT_MAX_LEN: usize = 64;
 
-/// Each (sequence, head) task writes a disjoint set of `ctx` elements through it.
-use crate::kernels::OutPtr as CtxPtr;
-
 /// `ctx[t × hidden] = softmax(Q·Kᵀ/√d + bias)·V` per sequence and head, from the fused `qkv[t × 3·hidden]`.
 ///
 /// With enough sequences to keep every thread busy, a task is one sequence with all its heads: the sequence's
@@ -113,7 +110,8 @@ pub(crate) fn attend(
         start * h,
         "ctx holds hidden_size values per token"
     );
-    let out = CtxPtr(ctx.as_mut_ptr());
+    // Each (sequence, head) task writes a disjoint set of `ctx` elements through it.
+    let out = OutPtr(ctx.as_mut_ptr());
     let d = cfg.head_dim();
     let scale = 1.0 / (d as f32).sqrt();
     tasks.par_iter().for_each(|(start, len, keys, task_heads)| {

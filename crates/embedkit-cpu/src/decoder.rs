@@ -11,7 +11,7 @@
 //! embedding table stays in bf16 when its values are bf16 (as Qwen3-Embedding ships them): half the memory, no
 //! rounding.
 
-use crate::kernels::{fast_exp, matmul_ab, matmul_abt, softmax};
+use crate::kernels::{OutPtr, fast_exp, matmul_ab, matmul_abt, softmax};
 use crate::rotary::RopeTable;
 use crate::simd::{MulAdd, SimdLevel};
 use crate::{Compute, CpuError, CpuOptions, Projection, Runtime, check_batch};
@@ -374,19 +374,6 @@ struct AttentionShape {
     d: usize,
 }
 
-/// A raw pointer that may cross threads: each (sequence, head) task writes a disjoint set of `ctx` elements.
-#[derive(Clone, Copy)]
-struct CtxPtr(*mut f32);
-// SAFETY: tasks write disjoint elements (rows of their own sequence × columns of their own head).
-unsafe impl Send for CtxPtr {}
-unsafe impl Sync for CtxPtr {}
-
-impl CtxPtr {
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
-
 /// `ctx[t × heads·d] = softmax(Q·Kᵀ/√d, causal)·V` per sequence and query head, query head `i` reading key/value
 /// head `i / (heads / kv_heads)`; with a window `w`, token `i` sees keys `j` with `i − j < w`.
 fn causal_attention(
@@ -411,7 +398,8 @@ fn causal_attention(
         start * nq * d,
         "ctx holds heads·d values per token"
     );
-    let out = CtxPtr(ctx.as_mut_ptr());
+    // Each (sequence, head) task writes a disjoint set of `ctx` elements: its rows × its head's columns.
+    let out = OutPtr(ctx.as_mut_ptr());
     tasks.par_iter().for_each(|&(start, len, head)| {
         if len == 0 {
             return;
