@@ -3,7 +3,8 @@
 //! per label, each pair's labels best first). A cross-encoder runs on the blocking pool, one request at a
 //! time per call, inside the server's admission limit.
 
-use super::{AppState, RerankRequest, Shared, check_direction, default_true, parse_body};
+use super::tei::{RerankRequest, check_direction, default_true};
+use super::{AppState, Shared, parse_body};
 use crate::error::{ApiError, ErrorStyle};
 use axum::Json;
 use axum::body::Bytes;
