@@ -94,7 +94,7 @@ pub fn run_analogy(args: &AnalogyArgs, quiet: bool) -> Result<()> {
     let cache = args.cache.open(&source_config(quiet).home)?;
     let model = cache_cli::with_cache(model, cache);
     let options = args.encode.options();
-    let bar = progress(words.len(), quiet);
+    let bar = progress::texts(words.len(), quiet);
     let mut vectors = Embeddings::empty(options.truncate_dim.unwrap_or(model.dims()));
     for chunk in words.chunks(CHUNK) {
         let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();

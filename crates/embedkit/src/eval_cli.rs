@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::progress;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use embedkit_core::{Embedder, EncodeOptions, Metric};
@@ -11,7 +12,7 @@ use embedkit_cpu::Compute;
 use embedkit_eval::report::{EvalReport, ModelSummary, ModelTaskResult};
 use embedkit_eval::tasks::{Progress, Task, TaskSettings, run_task};
 use embedkit_sources::SourceConfig;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cache_cli::{self, CacheArgs};
 
@@ -68,7 +69,7 @@ pub struct EvalArgs {
     rescore: usize,
     /// Binary index: vectors kept for rescoring.
     #[arg(long, value_enum, default_value = "int8", requires = "index_precision")]
-    rescore_vectors: crate::vectors_cli::RescoreStore,
+    rescore_vectors: crate::index_cli::RescoreStore,
     /// Measure throughput, latency and memory of each model too (always on with --report).
     #[arg(long)]
     speed: bool,
@@ -125,12 +126,8 @@ struct Bars {
 
 impl Progress for Bars {
     fn start(&self, what: &str, total: usize) {
-        let target = if self.quiet {
-            ProgressDrawTarget::hidden()
-        } else {
-            ProgressDrawTarget::stderr()
-        };
-        let bar = ProgressBar::with_draw_target(Some(total as u64), target);
+        let bar =
+            ProgressBar::with_draw_target(Some(total as u64), progress::draw_target(self.quiet));
         bar.set_style(
             ProgressStyle::with_template("{msg} {bar:30} {pos}/{len} ({per_sec}, eta {eta})")
                 .expect("the progress template is a valid literal"),
@@ -225,11 +222,11 @@ fn parse_task(spec: &str, cfg: &SourceConfig) -> Result<Task> {
 fn index_search(
     precision: embedkit_vectors::Precision,
     rescore: usize,
-    store: crate::vectors_cli::RescoreStore,
+    store: crate::index_cli::RescoreStore,
     metric: Metric,
 ) -> Result<embedkit_eval::tasks::IndexSearch> {
     let (precision, rescore_precision) =
-        crate::vectors_cli::index_precisions("--index-precision", precision, store)?;
+        crate::index_cli::index_precisions("--index-precision", precision, store)?;
     if !matches!(metric, Metric::Cosine | Metric::Dot) {
         bail!("--metric {metric}: an index ranks by cosine or dot");
     }

@@ -3,16 +3,14 @@
 //! documents with their [D] role and queries with [Q] + [MASK] expansion (recorded in the index); any other
 //! model's token states are L2-normalized.
 
-use crate::CHUNK;
-use crate::output::Sink;
-use crate::vectors_cli::{
-    Doc, DocReader, IndexBuildArgs, SearchArgs, SearchFormat, bytes_style, progress, write_hits,
-};
+use crate::documents::Doc;
+use crate::hits_output::HitWriter;
+use crate::index_cli::{IndexBuildArgs, index_precisions};
+use crate::{CHUNK, progress};
 use anyhow::{Result, bail};
 use embedkit_core::{Embedder, Embeddings, EncodeOptions, Metric};
 use embedkit_model::LocalEmbedder;
 use embedkit_vectors::{CalibrationRanges, Index, IndexSpec, IndexWriter, Precision};
-use std::io::Write;
 
 /// How the index's token vectors were made, recorded in its metadata so that queries match.
 const TOKENS_KEY: &str = "token_vectors";
@@ -45,7 +43,7 @@ pub fn run_build(
     quiet: bool,
 ) -> Result<()> {
     let (precision, rescore) =
-        crate::vectors_cli::index_precisions("--precision", args.precision, args.rescore_vectors)?;
+        index_precisions("--precision", args.precision, args.rescore_vectors)?;
     if args.metric != Metric::Cosine {
         bail!("--multi-vector indexes score by MaxSim over unit token vectors (--metric cosine)");
     }
@@ -55,9 +53,8 @@ pub fn run_build(
         options.prompt_name = Some("document".into());
     }
     let normalize = !colbert;
-    let mut reader = DocReader::open(&args.input, args.input_format, args)?;
-    let bar = progress(reader.total_bytes, quiet, "indexing", "bytes");
-    bar.set_style(bytes_style()?);
+    let mut reader = args.open_input()?;
+    let bar = progress::bytes(reader.total_bytes, quiet, "indexing");
     let needs_ranges = precision == Precision::Int8 || rescore == Some(Precision::Int8);
     let embed = |docs: &[Doc]| -> Result<Vec<Embeddings>> {
         let refs: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();
@@ -147,13 +144,15 @@ pub fn run_build(
     Ok(())
 }
 
-/// Runs `embedkit search` over a multi-vector index (already opened and checked against the model).
-pub fn run_search(
-    args: &SearchArgs,
+/// Searches a multi-vector `index` (already opened and checked against the model) for `queries`, writing the
+/// `top_k` documents of each to `out`.
+pub(crate) fn search(
     embedder: &dyn Embedder,
     options: &EncodeOptions,
     index: &Index,
     queries: &[Doc],
+    top_k: usize,
+    out: &mut HitWriter,
     quiet: bool,
 ) -> Result<()> {
     let colbert = index.meta().extra.get(TOKENS_KEY).and_then(|v| v.as_str()) == Some("colbert");
@@ -161,29 +160,21 @@ pub fn run_search(
     if colbert && options.prompt_name.is_none() && options.prompt.is_none() {
         options.prompt_name = Some("query".into());
     }
-    let mut sink = Sink::open(args.output.as_deref())?;
-    let bar = progress(
+    let bar = progress::bar(
         queries.len() as u64,
         quiet || queries.len() < CHUNK,
         "searching",
         "queries",
     );
-    if args.format == SearchFormat::Json {
-        sink.write_all(b"[")?;
-    }
-    let mut first = true;
     for chunk in queries.chunks(CHUNK) {
         let refs: Vec<&str> = chunk.iter().map(|d| d.text.as_str()).collect();
         let q = tokens(embedder, &refs, &options, !colbert)?;
-        let hits = index.search_maxsim(&q, args.top_k)?;
+        let hits = index.search_maxsim(&q, top_k)?;
         for (doc, h) in chunk.iter().zip(&hits) {
-            write_hits(&mut sink, args.format, index, doc, h, &mut first)?;
+            out.write(index, doc, h)?;
         }
         bar.inc(chunk.len() as u64);
     }
-    if args.format == SearchFormat::Json {
-        sink.write_all(b"]\n")?;
-    }
     bar.finish_and_clear();
-    sink.finish()
+    Ok(())
 }

@@ -158,7 +158,7 @@ fn cosine_scores(
     quiet: bool,
 ) -> Result<Vec<f32>> {
     let q = model.embed(&[args.query.as_str()], query_options)?;
-    let bar = progress(docs.len(), quiet);
+    let bar = progress::texts(docs.len(), quiet);
     let mut d = Embeddings::empty(q.dims());
     for chunk in docs.chunks(CHUNK) {
         let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
@@ -199,7 +199,7 @@ fn maxsim_scores(
     };
     let q = tokens(&[args.query.as_str()], query_options)
         .with_context(|| format!("cannot embed the query {:?}", one_line(&args.query, 60)))?;
-    let bar = progress(docs.len(), quiet);
+    let bar = progress::texts(docs.len(), quiet);
     let mut scores = Vec::with_capacity(docs.len());
     let options = MaxSimOptions {
         length_normalize: args.length_normalize,
@@ -243,7 +243,7 @@ fn cross_encoder_scores(
         max_length: base.max_length,
         refuse_truncation: false,
     };
-    let bar = progress(docs.len(), quiet);
+    let bar = progress::texts(docs.len(), quiet);
     let mut scores = Vec::with_capacity(docs.len());
     for chunk in docs.chunks(CHUNK) {
         let pairs: Vec<(&str, &str)> = chunk

@@ -5,7 +5,7 @@
 
 use crate::input::{self, InputFormat, Record};
 use crate::output::Sink;
-use crate::vectors_cli::PrecisionArgs;
+use crate::quantize_cli::PrecisionArgs;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use embedkit_core::{Embedder, EncodeOptions};
@@ -358,7 +358,7 @@ pub fn embed_parquet(
         &meta,
         DEFAULT_ROW_GROUP_ROWS,
     )?;
-    let bar = crate::progress(total as usize, quiet);
+    let bar = crate::progress::texts(total as usize, quiet);
     input.read((0, total), |first, recs| {
         rows.write(&mut w, first, &recs, (0, total))?;
         bar.inc(recs.len() as u64);
@@ -474,7 +474,7 @@ fn run_shard(
             chunk_size
         ));
     }
-    let bar = crate::progress((end - start - job.committed_records()) as usize, quiet);
+    let bar = crate::progress::texts((end - start - job.committed_records()) as usize, quiet);
     let mut embedded = 0u64;
     for (i, s, e) in remaining {
         job.write_chunk(i, s, e, |w| -> Result<()> {

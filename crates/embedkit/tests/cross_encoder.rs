@@ -4,11 +4,12 @@
 //! sentence-transformers' own reranking of the same first-stage run (tests/fixtures/cross_encoder, made by
 //! tools/make_tiny_cross_encoders.py).
 
+#[path = "support/server.rs"]
+mod server;
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
+use server::Server;
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
@@ -178,65 +179,35 @@ fn models_info_names_the_cross_encoder() {
     assert_eq!(info["activation"], "identity");
 }
 
-/// A running `embedkit serve`, killed when dropped.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
+/// `embedkit serve --threads 2 --model M…` for each of `models` (see support/server.rs).
+fn serve(models: &[&str]) -> Server {
+    let mut args = vec!["--threads", "2"];
+    for m in models {
+        args.extend(["--model", m]);
+    }
+    Server::start(&args)
 }
 
-impl Server {
-    fn start(models: &[&str]) -> Server {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_embedkit"));
-        cmd.args(["serve", "--quiet", "--port", "0", "--threads", "2"]);
-        for m in models {
-            cmd.args(["--model", m]);
-        }
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("embedkit serve starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .split("http://")
-            .nth(1)
-            .and_then(|s| s.split_whitespace().next())
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("no address in {line:?}"));
-        Server { child, addr }
-    }
-
-    /// POSTs `body` with curl; (status, JSON body).
-    fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        let o = Command::new("curl")
-            .args([
-                "-s",
-                "-w",
-                "\n%{http_code}",
-                "-H",
-                "Content-Type: application/json",
-            ])
-            .args(["-d", &body.to_string()])
-            .arg(format!("http://{}{path}", self.addr))
-            .output()
-            .expect("curl runs");
-        let out = String::from_utf8_lossy(&o.stdout).into_owned();
-        let (body, status) = out.rsplit_once('\n').expect("status line");
-        (
-            status.trim().parse().unwrap(),
-            serde_json::from_str(body).unwrap_or(Value::Null),
-        )
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// POSTs `body` to the server with curl; (status, JSON body).
+fn post(server: &Server, path: &str, body: &Value) -> (u16, Value) {
+    let o = Command::new("curl")
+        .args([
+            "-s",
+            "-w",
+            "\n%{http_code}",
+            "-H",
+            "Content-Type: application/json",
+        ])
+        .args(["-d", &body.to_string()])
+        .arg(server.url(path))
+        .output()
+        .expect("curl runs");
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let (body, status) = out.rsplit_once('\n').expect("status line");
+    (
+        status.trim().parse().unwrap(),
+        serde_json::from_str(body).unwrap_or(Value::Null),
+    )
 }
 
 #[test]
@@ -245,9 +216,10 @@ fn server_rerank_and_predict_use_the_cross_encoder() {
     let e = &all["bert-msmarco"];
     // The cross-encoder beside a bi-encoder: /rerank without a model name uses the cross-encoder.
     let bi = fixtures().join("tiny/bert-mean");
-    let server = Server::start(&[&ce("bert-msmarco"), bi.to_str().unwrap(), &ce("bert-nli")]);
+    let server = serve(&[&ce("bert-msmarco"), bi.to_str().unwrap(), &ce("bert-nli")]);
     let docs = e["rank_documents"].clone();
-    let (status, got) = server.post(
+    let (status, got) = post(
+        &server,
         "/rerank",
         &json!({"query": e["rank_query"], "texts": docs, "return_text": true}),
     );
@@ -259,7 +231,8 @@ fn server_rerank_and_predict_use_the_cross_encoder() {
         assert_eq!(g["text"], docs[g["index"].as_u64().unwrap() as usize]);
     }
     // raw_scores: the logits; no text unless asked.
-    let (status, got) = server.post(
+    let (status, got) = post(
+        &server,
         "/rerank",
         &json!({"query": e["pairs"][0][0], "texts": [e["pairs"][0][1]], "raw_scores": true}),
     );
@@ -270,19 +243,21 @@ fn server_rerank_and_predict_use_the_cross_encoder() {
     assert!(got[0].get("text").is_none());
     // truncate: false refuses a pair past the limit.
     let long = "word ".repeat(100);
-    let (status, got) = server.post(
+    let (status, got) = post(
+        &server,
         "/rerank",
         &json!({"query": "q", "texts": ["short", long], "truncate": false}),
     );
     assert_eq!(status, 422, "{got}");
     assert!(got["error"].as_str().unwrap().contains("pair 1"), "{got}");
     // /predict: one pair → [{label, score}], a batch → a list of those.
-    let (status, got) = server.post("/predict", &json!({"inputs": e["pairs"][2]}));
+    let (status, got) = post(&server, "/predict", &json!({"inputs": e["pairs"][2]}));
     assert_eq!(status, 200, "{got}");
     assert_eq!(got[0]["label"], "LABEL_0");
     assert!((got[0]["score"].as_f64().unwrap() - e["scores"][2].as_f64().unwrap()).abs() < 1e-5);
     let nli = &all["bert-nli"];
-    let (status, got) = server.post(
+    let (status, got) = post(
+        &server,
         "/predict",
         &json!({"inputs": nli["pairs"].as_array().unwrap()[..3], "model": "bert-nli"}),
     );
@@ -302,10 +277,11 @@ fn server_rerank_and_predict_use_the_cross_encoder() {
         }
     }
     // Clear 4xx for what a cross-encoder cannot do, and for a bi-encoder asked to /predict.
-    let (status, got) = server.post("/predict", &json!({"inputs": "one text"}));
+    let (status, got) = post(&server, "/predict", &json!({"inputs": "one text"}));
     assert_eq!(status, 422, "{got}");
     assert!(got["error"].as_str().unwrap().contains("pairs"), "{got}");
-    let (status, got) = server.post(
+    let (status, got) = post(
+        &server,
         "/predict",
         &json!({"inputs": ["a", "b"], "model": "bert-mean"}),
     );
@@ -317,27 +293,29 @@ fn server_rerank_and_predict_use_the_cross_encoder() {
             .contains("not a cross-encoder"),
         "{got}"
     );
-    let (status, got) = server.post(
+    let (status, got) = post(
+        &server,
         "/rerank",
         &json!({"query": "q", "texts": ["a"], "model": "bert-nli"}),
     );
     assert_eq!(status, 422, "{got}");
     assert!(got["error"].as_str().unwrap().contains("3 labels"), "{got}");
     // The bi-encoder is still served: /rerank naming it ranks by cosine, /embed works.
-    let (status, got) = server.post(
+    let (status, got) = post(
+        &server,
         "/rerank",
         &json!({"query": "q", "texts": ["a", "b"], "model": "bert-mean"}),
     );
     assert_eq!(status, 200, "{got}");
-    let (status, got) = server.post("/embed", &json!({"inputs": "hello"}));
+    let (status, got) = post(&server, "/embed", &json!({"inputs": "hello"}));
     assert_eq!(status, 200, "{got}");
     assert_eq!(got[0].as_array().unwrap().len(), 32);
 }
 
 #[test]
 fn a_server_of_only_a_cross_encoder_answers_info_and_refuses_embed() {
-    let server = Server::start(&[&ce("xlmr-bge")]);
-    let (status, got) = server.post("/embed", &json!({"inputs": "hello"}));
+    let server = serve(&[&ce("xlmr-bge")]);
+    let (status, got) = post(&server, "/embed", &json!({"inputs": "hello"}));
     assert_eq!(status, 422, "{got}");
     assert!(
         got["error"].as_str().unwrap().contains("cross-encoders"),

@@ -3,13 +3,15 @@
 
 #[path = "support/python.rs"]
 mod python;
+#[path = "support/server.rs"]
+mod server;
 use embedkit_server::client::{Client, rss_bytes};
 use python::python_with;
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader, Write};
-use std::net::SocketAddr;
+use server::Server;
+use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const MODEL: &str = "all-MiniLM-L6-v2";
@@ -18,57 +20,9 @@ fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_embedkit")
 }
 
-/// A running `embedkit serve`, killed when dropped.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Server {
-    fn start(extra: &[&str]) -> Server {
-        let mut child = Command::new(bin())
-            .args(["serve", "--quiet", "--port", "0", "--model", MODEL])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("embedkit serve starts");
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read the listening line");
-        let addr = line
-            .split("http://")
-            .nth(1)
-            .and_then(|s| s.split_whitespace().next())
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("no address in {line:?}"));
-        Server { child, addr }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    fn client(&self) -> Client {
-        Client::new(self.addr).with_timeout(Duration::from_secs(120))
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `embedkit serve --model all-MiniLM-L6-v2 EXTRA…` (see support/server.rs).
+fn serve(extra: &[&str]) -> Server {
+    Server::start(&[&["--model", MODEL], extra].concat())
 }
 
 /// Texts with what tends to break things: unicode, empty after stripping, very long (truncated at 256).
@@ -158,7 +112,7 @@ fn decode_base64_f32(s: &str) -> Vec<f32> {
 fn curl_routes_give_embed_vectors() {
     let texts = texts();
     let want = reference(&texts, &[]);
-    let server = Server::start(&[]);
+    let server = serve(&[]);
     let body = json!({"input": texts, "model": MODEL, "encoding_format": "float"}).to_string();
     let (code, out) = curl(&[
         &server.url("/v1/embeddings"),
@@ -308,7 +262,7 @@ fn requests_batched_together_give_their_own_vectors() {
     // and every vector still equals embed's for that text.
     let texts = texts();
     let want = reference(&texts, &[]);
-    let server = Server::start(&["--max-batch-tokens", "300"]);
+    let server = serve(&["--max-batch-tokens", "300"]);
     let addr = server.addr;
     let handles: Vec<_> = (0..8)
         .map(|t| {
@@ -429,7 +383,7 @@ fn official_openai_client_gets_embed_vectors() {
     let texts = texts();
     let want = reference(&texts, &[]);
     let want64 = reference(&texts[..3], &["--truncate-dim", "64"]);
-    let server = Server::start(&["--api-key", "sk-test-key"]);
+    let server = serve(&["--api-key", "sk-test-key"]);
     let script = r#"
 import json, sys, openai
 base, texts = sys.argv[1], json.loads(sys.argv[2])
@@ -488,7 +442,7 @@ fn huggingface_hub_inference_client_gets_sentence_transformers_vectors() {
         return;
     };
     let g = golden();
-    let server = Server::start(&["--api-key", "sk-test-key"]);
+    let server = serve(&["--api-key", "sk-test-key"]);
     // feature_extraction posts {"inputs": …, and any options at the top level} to the base URL itself, which
     // is TEI's root route, and reads the JSON answer as a float32 array.
     let script = r#"
@@ -570,7 +524,7 @@ fn langchain_openai_embeddings_get_sentence_transformers_vectors() {
         return;
     };
     let g = golden();
-    let server = Server::start(&["--api-key", "sk-test-key"]);
+    let server = serve(&["--api-key", "sk-test-key"]);
     // check_embedding_ctx_length=False makes LangChain send the texts. By default it tokenizes them with
     // tiktoken first and sends tiktoken's token ids, which are not this model's ids (the server answers 400,
     // see token_ids_outside_the_vocabulary_are_a_400_naming_input_id_and_size); tiktoken would also have to
@@ -616,7 +570,7 @@ print(json.dumps({
 #[test]
 fn token_ids_outside_the_vocabulary_are_a_400_naming_input_id_and_size() {
     let g = golden();
-    let server = Server::start(&[]);
+    let server = serve(&[]);
     let mut client = server.client();
     // The model's own ids, from /tokenize, for two golden texts.
     let picked = [g.texts[27].clone(), g.texts[29].clone()];
@@ -749,7 +703,7 @@ fn status_and_json(r: &embedkit_server::client::Response) -> (u16, Value) {
 
 #[test]
 fn limits_and_errors_are_json() {
-    let server = Server::start(&[
+    let server = serve(&[
         "--api-key",
         "secret",
         "--max-client-batch-size",
@@ -884,7 +838,7 @@ fn limits_and_errors_are_json() {
 #[test]
 fn full_queue_answers_429_with_retry_after() {
     // One request at a time: while a slow request holds the only slot, others are refused at once.
-    let server = Server::start(&["--max-concurrent-requests", "1"]);
+    let server = serve(&["--max-concurrent-requests", "1"]);
     let addr = server.addr;
     let slow = std::thread::spawn(move || {
         let texts: Vec<String> = (0..64)
@@ -915,7 +869,7 @@ fn full_queue_answers_429_with_retry_after() {
 
 #[test]
 fn sigterm_drains_requests_in_flight() {
-    let mut server = Server::start(&[]);
+    let mut server = serve(&[]);
     let addr = server.addr;
     let texts: Vec<String> = (0..32)
         .map(|i| format!("{i} {}", "some text to embed ".repeat(20)))
@@ -947,7 +901,7 @@ fn sigterm_drains_requests_in_flight() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert_eq!(server.child.wait().unwrap().code(), Some(0));
+    assert_eq!(server.wait().code(), Some(0));
 }
 
 /// Polls /metrics until a line satisfies `pred` (60 s at most).
@@ -1076,7 +1030,7 @@ fn fuzz_body(rng: &mut Rng) -> (Vec<u8>, &'static str) {
 
 #[test]
 fn fuzzed_bodies_never_crash_and_memory_stays_flat() {
-    let mut server = Server::start(&["--max-body-bytes", "200000"]);
+    let mut server = serve(&["--max-body-bytes", "200000"]);
     let mut c = server.client();
     let routes = [
         "/v1/embeddings",
@@ -1144,7 +1098,7 @@ fn fuzzed_bodies_never_crash_and_memory_stays_flat() {
 
 #[test]
 fn a_client_that_disconnects_has_its_work_dropped() {
-    let server = Server::start(&["--max-batch-tokens", "256"]);
+    let server = serve(&["--max-batch-tokens", "256"]);
     // Many texts that each fill a batch: the request takes many forward passes; close the socket at once.
     let texts: Vec<String> = (0..64)
         .map(|i| format!("{i} {}", "word ".repeat(300)))
@@ -1180,7 +1134,7 @@ fn a_client_that_disconnects_has_its_work_dropped() {
 
 #[test]
 fn embed_with_an_openai_model_pointed_at_serve_gives_the_local_vectors() {
-    let server = Server::start(&[]);
+    let server = serve(&[]);
     let texts = texts();
     let want = reference(&texts, &[]);
     let base = server.url("/v1");

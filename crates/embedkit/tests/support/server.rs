@@ -1,6 +1,9 @@
 //! A real `embedkit serve` on a free loopback port, for the tests that drive it over HTTP: started with the
 //! given arguments, its address read from the "listening on" line, killed when dropped.
 
+// Each test file that includes this module uses some of its helpers, not all.
+#![allow(dead_code)]
+
 use embedkit_server::client::Client;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -41,6 +44,26 @@ impl Server {
     /// A client of this server with a generous timeout (a loaded CI machine).
     pub fn client(&self) -> Client {
         Client::new(self.addr).with_timeout(Duration::from_secs(120))
+    }
+
+    /// `http://ADDR{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the process to exit (after a signal) and returns its status.
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        self.child.wait().expect("wait for embedkit serve")
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 }
 
