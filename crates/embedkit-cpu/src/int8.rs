@@ -8,6 +8,7 @@
 
 use crate::kernels::OutPtr;
 use crate::simd::SimdLevel;
+use embedkit_model::Activation;
 use rayon::prelude::*;
 
 /// Outputs per packed block: one 512-bit register of i32 accumulators.
@@ -83,6 +84,33 @@ impl QuantizedLinear {
             m
         };
         scratch.quantize(x, m, rows, self.k, self.k_pad, level);
+        self.multiply(scratch, m, y, kernel);
+    }
+
+    /// `y = act(x)·Wᵀ + b`, with `act` applied to each row of `x` in place just before that row is quantized,
+    /// while it is in L1: one pass over `x` instead of an activation pass and a quantization pass (the
+    /// feed-forward's down projection, whose input is `m × 1536` for MiniLM). `x` ends up holding `act(x)`,
+    /// as after [`crate::kernels::activate`].
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn forward_activated(
+        &self,
+        x: &mut [f32],
+        m: usize,
+        y: &mut [f32],
+        scratch: &mut QuantScratch,
+        vnni: bool,
+        level: SimdLevel,
+        act: Activation,
+    ) {
+        debug_assert_eq!(x.len(), m * self.k);
+        debug_assert_eq!(y.len(), m * self.n);
+        let kernel = Kernel::pick(vnni, self.k_pad);
+        let rows = if kernel == Kernel::Amx {
+            m.div_ceil(crate::amx::BLOCK) * crate::amx::BLOCK
+        } else {
+            m
+        };
+        scratch.quantize_activated(x, m, rows, self.k, self.k_pad, level, act);
         self.multiply(scratch, m, y, kernel);
     }
 
@@ -182,6 +210,20 @@ pub(crate) struct QuantScratch {
 }
 
 impl QuantScratch {
+    /// Sizes the buffers for `m` rows padded to `rows`, `k_pad` codes each.
+    fn prepare(&mut self, m: usize, rows: usize, k_pad: usize) {
+        self.k_pad = k_pad;
+        // Rows below `m` are written whole by the quantizer (codes, then zeros past `k`); only the padding
+        // rows AMX reads are zeroed here. Clearing the whole buffer first was a serial memset, 4% of an int8
+        // MiniLM run.
+        self.bytes.resize(rows * k_pad, 0);
+        self.bytes[m * k_pad..].fill(0);
+        self.scale.clear();
+        self.scale.resize(m, 1.0);
+        self.min.clear();
+        self.min.resize(m, 0.0);
+    }
+
     /// Quantizes the `m` rows of `x` into `rows ≥ m` rows of codes (the rest zero).
     fn quantize(
         &mut self,
@@ -192,15 +234,7 @@ impl QuantScratch {
         k_pad: usize,
         level: SimdLevel,
     ) {
-        self.k_pad = k_pad;
-        // Rows below `m` are written whole below (codes, then zeros past `k`); only the padding rows AMX reads
-        // are zeroed here. Clearing the whole buffer first was a serial memset, 4% of an int8 MiniLM run.
-        self.bytes.resize(rows * k_pad, 0);
-        self.bytes[m * k_pad..].fill(0);
-        self.scale.clear();
-        self.scale.resize(m, 1.0);
-        self.min.clear();
-        self.min.resize(m, 0.0);
+        self.prepare(m, rows, k_pad);
         // A row is only k values (384 for MiniLM): tasks of several rows keep rayon's overhead small.
         self.bytes
             .par_chunks_mut(k_pad)
@@ -208,6 +242,32 @@ impl QuantScratch {
             .zip(x.par_chunks(k))
             .with_min_len(16)
             .for_each(|((dst, (s, lo)), row)| {
+                let (codes, padding) = dst.split_at_mut(k);
+                quantize_row_level(level, row, codes, s, lo);
+                padding.fill(0);
+            });
+    }
+
+    /// [`QuantScratch::quantize`] of `act(x)`, applying `act` to each row in place first.
+    #[allow(clippy::too_many_arguments)]
+    fn quantize_activated(
+        &mut self,
+        x: &mut [f32],
+        m: usize,
+        rows: usize,
+        k: usize,
+        k_pad: usize,
+        level: SimdLevel,
+        act: Activation,
+    ) {
+        self.prepare(m, rows, k_pad);
+        self.bytes
+            .par_chunks_mut(k_pad)
+            .zip(self.scale.par_iter_mut().zip(self.min.par_iter_mut()))
+            .zip(x.par_chunks_mut(k))
+            .with_min_len(16)
+            .for_each(|((dst, (s, lo)), row)| {
+                crate::kernels::activate_chunk(level, row, act);
                 let (codes, padding) = dst.split_at_mut(k);
                 quantize_row_level(level, row, codes, s, lo);
                 padding.fill(0);
@@ -637,6 +697,37 @@ mod tests {
                 q.forward(&x, m, &mut a, &mut reused, vnni, level);
                 q.forward(&x, m, &mut b, &mut QuantScratch::default(), vnni, level);
                 assert_eq!(a, b, "{m}x{n}x{k} vnni {vnni}");
+            }
+        }
+    }
+
+    /// The fused path equals activating first and then the plain forward, bit for bit, and leaves `act(x)` in x.
+    #[test]
+    fn activation_inside_the_quantizer_equals_activating_first() {
+        for act in [Activation::Gelu, Activation::Relu, Activation::GeluTanh] {
+            for vnni in [false, vnni_supported()] {
+                for (m, n, k) in [(3, 40, 384), (70, 24, 30), (33, 384, 1536)] {
+                    let x: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
+                    let w: Vec<f32> = (0..n * k).map(|i| (i as f32 * 0.11).cos()).collect();
+                    let q = QuantizedLinear::new(&w, None, n, k);
+                    let level = SimdLevel::detect();
+                    let mut activated = x.clone();
+                    crate::kernels::activate(level, &mut activated, act);
+                    let mut want = vec![0.0; m * n];
+                    q.forward(
+                        &activated,
+                        m,
+                        &mut want,
+                        &mut QuantScratch::default(),
+                        vnni,
+                        level,
+                    );
+                    let (mut fused_x, mut got) = (x.clone(), vec![0.0; m * n]);
+                    let mut scratch = QuantScratch::default();
+                    q.forward_activated(&mut fused_x, m, &mut got, &mut scratch, vnni, level, act);
+                    assert_eq!(got, want, "{act:?} {m}x{n}x{k} vnni {vnni}");
+                    assert_eq!(fused_x, activated, "{act:?}: x holds act(x)");
+                }
             }
         }
     }

@@ -171,6 +171,27 @@ impl Projection {
             Projection::Bf16(b) => b.forward(x, t, y),
         }
     }
+
+    /// `y = act(x)·Wᵀ + b`, leaving `act(x)` in `x`. int8 applies `act` row by row inside its quantizer (one
+    /// pass over `x`); the others activate the whole of `x` first.
+    fn forward_activated(
+        &self,
+        x: &mut [f32],
+        t: usize,
+        y: &mut [f32],
+        ctx: &mut ForwardContext,
+        act: embedkit_model::Activation,
+    ) {
+        match self {
+            Projection::Int8(q) => {
+                q.forward_activated(x, t, y, &mut ctx.scratch, ctx.vnni, ctx.simd, act)
+            }
+            _ => {
+                kernels::activate(ctx.simd, x, act);
+                self.forward(x, t, y, ctx);
+            }
+        }
+    }
 }
 
 /// Per-call state of a forward pass.
@@ -497,8 +518,13 @@ impl CpuBackend {
             );
             std::mem::swap(&mut x, &mut attn_out);
             layer.intermediate.forward(&x, total, &mut ff, &mut fctx);
-            kernels::activate(self.simd, &mut ff, cfg.activation);
-            layer.output.forward(&ff, total, &mut attn_out, &mut fctx);
+            layer.output.forward_activated(
+                &mut ff,
+                total,
+                &mut attn_out,
+                &mut fctx,
+                cfg.activation,
+            );
             kernels::add_layer_norm_parallel(
                 self.simd,
                 &mut attn_out,
