@@ -76,14 +76,17 @@ impl QuantizedLinear {
     ) {
         debug_assert_eq!(x.len(), m * self.k);
         debug_assert_eq!(y.len(), m * self.n);
-        // AMX tiles read whole blocks of 32 rows: the quantized rows are padded with zero rows to that.
         let kernel = Kernel::pick(vnni, self.k_pad);
-        let rows = if kernel == Kernel::Amx {
-            m.div_ceil(crate::amx::BLOCK) * crate::amx::BLOCK
-        } else {
-            m
-        };
-        scratch.quantize(x, m, rows, self.k, self.k_pad, level);
+        let rows = kernel.quantized_rows(m);
+        scratch.quantize(
+            x.par_chunks(self.k),
+            m,
+            rows,
+            self.k,
+            self.k_pad,
+            level,
+            |row| row,
+        );
         self.multiply(scratch, m, y, kernel);
     }
 
@@ -105,12 +108,12 @@ impl QuantizedLinear {
         debug_assert_eq!(x.len(), m * self.k);
         debug_assert_eq!(y.len(), m * self.n);
         let kernel = Kernel::pick(vnni, self.k_pad);
-        let rows = if kernel == Kernel::Amx {
-            m.div_ceil(crate::amx::BLOCK) * crate::amx::BLOCK
-        } else {
-            m
-        };
-        scratch.quantize_activated(x, m, rows, self.k, self.k_pad, level, act);
+        let rows = kernel.quantized_rows(m);
+        let (k, k_pad) = (self.k, self.k_pad);
+        scratch.quantize(x.par_chunks_mut(k), m, rows, k, k_pad, level, |row| {
+            crate::kernels::activate_chunk(level, row, act);
+            &*row
+        });
         self.multiply(scratch, m, y, kernel);
     }
 
@@ -175,6 +178,16 @@ impl Kernel {
             Self::Portable
         }
     }
+
+    /// Rows of codes to quantize for `m` rows of activations: AMX tiles read whole blocks of 32 rows, so for
+    /// them the rows are padded with zero rows to that.
+    fn quantized_rows(self, m: usize) -> usize {
+        if self == Self::Amx {
+            m.div_ceil(crate::amx::BLOCK) * crate::amx::BLOCK
+        } else {
+            m
+        }
+    }
 }
 
 /// Dequantizes one exact integer dot product: the same operations in the same order in every kernel, so all
@@ -224,50 +237,29 @@ impl QuantScratch {
         self.min.resize(m, 0.0);
     }
 
-    /// Quantizes the `m` rows of `x` into `rows ≥ m` rows of codes (the rest zero).
-    fn quantize(
+    /// Quantizes `m` rows into `rows ≥ m` rows of codes (the rest zero). `x_rows` yields the rows of `k`
+    /// values and `values_of` turns each into the values to quantize: the row itself, or the row activated in
+    /// place while it is in L1 ([`QuantizedLinear::forward_activated`]).
+    #[allow(clippy::too_many_arguments)]
+    fn quantize<'x, R: Send + 'x>(
         &mut self,
-        x: &[f32],
+        x_rows: impl IndexedParallelIterator<Item = R>,
         m: usize,
         rows: usize,
         k: usize,
         k_pad: usize,
         level: SimdLevel,
+        values_of: impl Fn(R) -> &'x [f32] + Sync + Send,
     ) {
         self.prepare(m, rows, k_pad);
         // A row is only k values (384 for MiniLM): tasks of several rows keep rayon's overhead small.
         self.bytes
             .par_chunks_mut(k_pad)
             .zip(self.scale.par_iter_mut().zip(self.min.par_iter_mut()))
-            .zip(x.par_chunks(k))
+            .zip(x_rows)
             .with_min_len(16)
             .for_each(|((dst, (s, lo)), row)| {
-                let (codes, padding) = dst.split_at_mut(k);
-                quantize_row_level(level, row, codes, s, lo);
-                padding.fill(0);
-            });
-    }
-
-    /// [`QuantScratch::quantize`] of `act(x)`, applying `act` to each row in place first.
-    #[allow(clippy::too_many_arguments)]
-    fn quantize_activated(
-        &mut self,
-        x: &mut [f32],
-        m: usize,
-        rows: usize,
-        k: usize,
-        k_pad: usize,
-        level: SimdLevel,
-        act: Activation,
-    ) {
-        self.prepare(m, rows, k_pad);
-        self.bytes
-            .par_chunks_mut(k_pad)
-            .zip(self.scale.par_iter_mut().zip(self.min.par_iter_mut()))
-            .zip(x.par_chunks_mut(k))
-            .with_min_len(16)
-            .for_each(|((dst, (s, lo)), row)| {
-                crate::kernels::activate_chunk(level, row, act);
+                let row = values_of(row);
                 let (codes, padding) = dst.split_at_mut(k);
                 quantize_row_level(level, row, codes, s, lo);
                 padding.fill(0);
@@ -660,7 +652,8 @@ mod tests {
             assert_eq!(Kernel::pick(true, q.k_pad), Kernel::Amx);
             let mut scratch = QuantScratch::default();
             let rows = m.div_ceil(crate::amx::BLOCK) * crate::amx::BLOCK;
-            scratch.quantize(&x, m, rows, k, q.k_pad, SimdLevel::detect());
+            let level = SimdLevel::detect();
+            scratch.quantize(x.par_chunks(k), m, rows, k, q.k_pad, level, |row| row);
             let (mut tiles, mut vector) = (vec![0.0; m * n], vec![f32::NAN; m * n]);
             q.multiply(&scratch, m, &mut tiles, Kernel::Amx);
             q.multiply(&scratch, m, &mut vector, Kernel::Vnni);
