@@ -60,6 +60,32 @@ impl SimdLevel {
     }
 }
 
+/// Whether the CPU runs 512-bit FMAs as two 256-bit halves: AMD's Zen 4 (family 0x19 with AVX-512). There
+/// one 512-bit FMA per cycle leaves the panel kernel's weight stream from L2 at ~11 bytes a cycle, so it keeps
+/// up at any batch size; CPUs with full-width 512-bit FMAs need twice that, where `gemm`'s L1 blocking pays
+/// for large batches. Family 0x1A (Zen 5) is left out: its FMA width varies by part.
+pub fn avx512_double_pumped() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::__cpuid_count;
+        let vendor = __cpuid_count(0, 0);
+        // "AuthenticAMD" in EBX, EDX, ECX.
+        let amd = (vendor.ebx, vendor.edx, vendor.ecx) == (0x6874_7541, 0x6974_6e65, 0x444d_4163);
+        let signature = __cpuid_count(1, 0).eax;
+        let base = (signature >> 8) & 0xf;
+        let family = if base == 0xf {
+            base + ((signature >> 20) & 0xff)
+        } else {
+            base
+        };
+        amd && family == 0x19 && SimdLevel::supported() == SimdLevel::Avx512
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// Multiply-add for kernel bodies generic over whether the level has FMA: Rust never contracts `a * b + c`
 /// into an FMA by itself, and `mul_add` without hardware FMA is a slow libm call.
 pub trait MulAdd {
