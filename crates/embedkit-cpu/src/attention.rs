@@ -219,7 +219,7 @@ pub(crate) struct SeqTask<'a> {
     heads: std::ops::Range<usize>,
     scale: f32,
     rel_bias: Option<&'a RelativeBias>,
-    /// The level the kernel runs at: AVX-512 takes the intrinsics tiles of [`avx512`].
+    /// The level the kernel runs at: AVX-512 takes the intrinsics tiles of `tiles::avx512`.
     level: crate::simd::SimdLevel,
 }
 
