@@ -1,6 +1,6 @@
 //! Multi-head self-attention over unpadded sequences.
 
-use crate::kernels::{OutPtr, fast_exp, matmul_ab, matmul_abt, softmax, sum16};
+use crate::kernels::{OutPtr, fast_exp_or_zero, matmul_ab, matmul_abt, softmax, sum16};
 use crate::simd::MulAdd;
 use embedkit_model::EncoderConfig;
 use rayon::prelude::*;
@@ -33,8 +33,16 @@ impl RelativeBias {
         }
     }
 
-    /// Adds the bias to `len` query rows of `keys` scores each (`keys ≤ len`), rows `stride` apart.
-    fn add_to(&self, head: usize, len: usize, keys: usize, stride: usize, scores: &mut [f32]) {
+    /// `score · scale + bias` for `len` query rows of `keys` scores each (`keys ≤ len`), rows `stride` apart.
+    fn add_to(
+        &self,
+        head: usize,
+        len: usize,
+        keys: usize,
+        stride: usize,
+        scale: f32,
+        scores: &mut [f32],
+    ) {
         let span = (2 * self.max_len).saturating_sub(1);
         let row_bias = &self.by_distance[head * span..(head + 1) * span];
         for i in 0..len {
@@ -44,7 +52,7 @@ impl RelativeBias {
                 .iter_mut()
                 .zip(&row_bias[start..start + keys])
             {
-                *s += b;
+                *s = *s * scale + b;
             }
         }
     }
@@ -77,10 +85,10 @@ const DIRECT_MAX_LEN: usize = 512;
 
 /// `ctx[t × hidden] = softmax(Q·Kᵀ/√d + bias)·V` per sequence and head, from the fused `qkv[t × 3·hidden]`.
 ///
-/// With enough sequences to keep every thread busy, a task is one sequence with all its heads: the sequence's
-/// rows of `qkv` are one contiguous block, read once front to back (which the hardware prefetcher follows)
-/// into per-head buffers. With few sequences (one query, a handful of texts) each (sequence, head) pair is its
-/// own task, so a single text still uses every thread.
+/// With enough sequences to keep every thread busy, a task is one sequence with all its heads, one head after
+/// the other (the sequence's rows of `qkv` stay in L2 while its heads take their columns). With few sequences
+/// (one query, a handful of texts) each (sequence, head) pair is its own task, so a single text still uses
+/// every thread.
 ///
 /// `key_lens`, when given, limits sequence `s` to attending to its first `key_lens[s]` tokens (every token still
 /// gets an output): an attention mask that is 0 on a tail, as ColBERT's unattended [MASK] query expansion.
@@ -125,12 +133,17 @@ pub(crate) fn attend(
             return; // nothing to attend over, and nothing to write
         }
         let rows = &qkv[start * 3 * h..(start + len) * 3 * h];
-        let write_row = |i: usize, head: usize, r: &[f32]| {
+        // Row `i` of one head's output, times `scale` (the direct kernel's softmax leaves its rows unnormalized
+        // and divides here, `d` products per row instead of one per key).
+        let mut write_row = |i: usize, head: usize, r: &[f32], scale: f32| {
             let offset = (start + i) * h + head * d;
             assert!(offset + d <= (start + len) * h && r.len() >= d);
             // SAFETY: in bounds of ctx (its length was asserted to be total · h and start + len ≤ total);
-            // this task alone writes columns head·d..(head+1)·d of its sequence's rows.
-            unsafe { std::ptr::copy_nonoverlapping(r.as_ptr(), out.get().add(offset), d) };
+            // this task alone writes (and holds a slice of) columns head·d..(head+1)·d of its sequence's rows.
+            let dst = unsafe { std::slice::from_raw_parts_mut(out.get().add(offset), d) };
+            for (o, &x) in dst.iter_mut().zip(r) {
+                *o = x * scale;
+            }
         };
         if len <= DIRECT_MAX_LEN {
             let task = SeqTask {
@@ -146,9 +159,7 @@ pub(crate) fn attend(
             };
             SCRATCH.with(|cell| {
                 let mut scratch = cell.borrow_mut();
-                attend_direct_level(level, &task, &mut scratch, &mut |i, head, r| {
-                    write_row(i, head, r)
-                });
+                attend_direct_level(level, &task, &mut scratch, &mut write_row);
             });
             return;
         }
@@ -160,14 +171,14 @@ pub(crate) fn attend(
             let v = &rows[2 * h + head * d..];
             matmul_abt(len, keys, d, q, 3 * h, k, 3 * h, &mut scores, scale);
             if let Some(bias) = rel_bias {
-                bias.add_to(head, len, keys, keys, &mut scores);
+                bias.add_to(head, len, keys, keys, 1.0, &mut scores);
             }
             for row in scores.chunks_exact_mut(keys.max(1)) {
                 softmax(row);
             }
             matmul_ab(len, d, keys, &scores, v, 3 * h, &mut head_out, d);
             for (i, r) in head_out.chunks_exact(d).enumerate() {
-                write_row(i, head, r);
+                write_row(i, head, r, 1.0);
             }
         }
     });
@@ -185,15 +196,14 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<HeadScratch> = std::cell::RefCell::new(HeadScratch::default());
 }
 
-/// Buffers of one task, padded to whole tiles: rows to [`ROW_PAD`], keys and head dimensions to [`LANES`]
-/// (with zeros, so padded lanes add nothing).
+/// Buffers of one head, padded to whole tiles: rows to [`ROW_PAD`], keys and head dimensions to [`LANES`]
+/// (with zeros where padded lanes would otherwise add something). Q, and V when the head size is a whole
+/// number of registers, are read where they are.
 #[derive(Default)]
 pub(crate) struct HeadScratch {
-    /// `[heads][rows_pad][d]` queries times the softmax scale.
-    q: Vec<f32>,
-    /// `[heads][d][keys_pad]` keys, transposed.
+    /// `[d][keys_pad]` one head's keys, transposed.
     kt: Vec<f32>,
-    /// `[heads][keys][d_pad]` values.
+    /// `[keys][d_pad]` one head's values, for head sizes that are not whole registers.
     v: Vec<f32>,
     /// `[rows_pad][keys_pad]` one head's scores, then probabilities.
     scores: Vec<f32>,
@@ -223,16 +233,17 @@ pub(crate) struct SeqTask<'a> {
     level: crate::simd::SimdLevel,
 }
 
-/// Receives `(row, head, values)`: the head's `head_dim` outputs for one row of the sequence.
-type RowSink<'a> = dyn FnMut(usize, usize, &[f32]) + 'a;
+/// Receives `(row, head, values, scale)`: the head's `head_dim` outputs for one row of the sequence, to be
+/// multiplied by `scale`.
+type RowSink<'a> = dyn FnMut(usize, usize, &[f32], f32) + 'a;
 
 crate::simd::multiversion!(attend_direct_level(task: &SeqTask<'_>, scratch: &mut HeadScratch, sink: &mut RowSink<'_>) => fma attend_direct);
 
-/// Attention of one short sequence in register tiles. The sequence's rows are read once, in order, into
-/// per-head Q, Kᵀ and V buffers; then per head, scores as 4 query rows × 16 keys at a time
-/// (`Σ_c q[r][c]·Kᵀ[c][·]`, a broadcast and a vector FMA, no horizontal sums), softmax, and the output as 4
-/// rows × 16 dimensions (`Σ_j p[r][j]·V[j][·]`). Keys and dimensions are zero-padded to whole vectors so every
-/// loop runs on full registers; padded keys get probability 0.
+/// Attention of one short sequence in register tiles, head by head: the head's Kᵀ (transposed 16 tokens at a
+/// time), scores as tiles of query rows × 16 keys (`Σ_c q[r][c]·Kᵀ[c][·]`, a broadcast and a vector FMA, no
+/// horizontal sums) with Q read in place, softmax without its division, and the output as tiles of rows × 16
+/// dimensions (`Σ_j p[r][j]·V[j][·]`), divided by the row's sum on its way out. Keys and dimensions are padded
+/// to whole vectors so every loop runs on full registers; padded keys get probability 0.
 #[inline(always)]
 fn attend_direct<M: MulAdd>(task: &SeqTask<'_>, scratch: &mut HeadScratch, sink: &mut RowSink<'_>) {
     let SeqTask {
@@ -246,78 +257,115 @@ fn attend_direct<M: MulAdd>(task: &SeqTask<'_>, scratch: &mut HeadScratch, sink:
         rel_bias,
         level,
     } = *task;
-    let nh = heads.len();
     let kp = keys.div_ceil(LANES) * LANES;
     let dp = d.div_ceil(LANES) * LANES;
     let lp = len.div_ceil(ROW_PAD) * ROW_PAD;
-    let HeadScratch {
-        q,
-        kt,
-        v,
-        scores,
-        out,
-    } = scratch;
+    let HeadScratch { kt, v, scores, out } = scratch;
     // Only padding must be zero: every other element is written below before it is read.
-    let q = resized(q, nh * lp * d);
-    let kt = resized(kt, nh * d * kp);
-    let v = resized(v, nh * keys * dp);
+    let kt = resized(kt, d * kp);
+    // With whole-register heads (MiniLM's 32, MPNet's 64 dimensions) `P·V` reads V where it is, in the
+    // sequence's rows of `qkv`; only other head sizes copy it into a zero-padded buffer.
+    let v_in_rows = d == dp;
+    let v = resized(v, if v_in_rows { 0 } else { keys * dp });
     let scores = resized(scores, lp * kp);
     let out = resized(out, lp * dp);
-    for (i, row) in rows.chunks_exact(3 * h).enumerate() {
-        for (hi, head) in heads.clone().enumerate() {
-            let q_row = &mut q[(hi * lp + i) * d..(hi * lp + i + 1) * d];
-            for (dst, &x) in q_row.iter_mut().zip(&row[head * d..(head + 1) * d]) {
-                *dst = x * scale;
-            }
-            if i < keys {
-                let kt_head = &mut kt[hi * d * kp..(hi + 1) * d * kp];
-                for (c, &x) in row[h + head * d..h + (head + 1) * d].iter().enumerate() {
-                    kt_head[c * kp + i] = x;
-                }
-                let v_row = &mut v[(hi * keys + i) * dp..(hi * keys + i + 1) * dp];
+    if kp > keys {
+        for k_row in kt.chunks_exact_mut(kp) {
+            k_row[keys..].fill(0.0);
+        }
+    }
+    for head in heads.clone() {
+        transpose_keys(rows, keys, h + head * d, 3 * h, d, kt, kp, level);
+        if !v_in_rows {
+            for (v_row, row) in v.chunks_exact_mut(dp).zip(rows.chunks_exact(3 * h)) {
                 v_row[..d].copy_from_slice(&row[2 * h + head * d..2 * h + (head + 1) * d]);
                 v_row[d..].fill(0.0);
             }
         }
-    }
-    for hi in 0..nh {
-        q[(hi * lp + len) * d..(hi + 1) * lp * d].fill(0.0);
-        if kp > keys {
-            for k_row in kt[hi * d * kp..(hi + 1) * d * kp].chunks_exact_mut(kp) {
-                k_row[keys..].fill(0.0);
-            }
-        }
-    }
-    for (hi, head) in heads.clone().enumerate() {
-        let q_head = &q[hi * lp * d..(hi + 1) * lp * d];
-        let kt_head = &kt[hi * d * kp..(hi + 1) * d * kp];
-        let v_head = &v[hi * keys * dp..(hi + 1) * keys * dp];
+        // Q where it is; the scale goes into the softmax's exponent (or the bias's add).
         let qk = Product {
-            a: q_head,
-            a_stride: d,
-            b: kt_head,
+            a: &rows[head * d..],
+            a_stride: 3 * h,
+            a_rows: len,
+            b: kt,
             b_stride: kp,
             inner: d,
             cols: kp,
         };
         product_level::<M>(level, &qk, scores, kp);
-        if let Some(bias) = rel_bias {
-            bias.add_to(head, len, keys, kp, scores);
+        let exponent_scale = match rel_bias {
+            Some(bias) => {
+                bias.add_to(head, len, keys, kp, scale, scores);
+                1.0
+            }
+            None => scale,
+        };
+        let mut row_scale = [0.0f32; DIRECT_MAX_LEN];
+        for (row, out_scale) in scores.chunks_exact_mut(kp).zip(&mut row_scale).take(len) {
+            *out_scale = softmax_unnormalized::<M>(row, keys, exponent_scale);
         }
-        for row in scores.chunks_exact_mut(kp).take(len) {
-            softmax_padded::<M>(row, keys);
-        }
+        let (v_head, v_stride) = if v_in_rows {
+            (&rows[2 * h + head * d..], 3 * h)
+        } else {
+            (&v[..], dp)
+        };
         let pv = Product {
             a: scores,
             a_stride: kp,
+            a_rows: len,
             b: v_head,
-            b_stride: dp,
+            b_stride: v_stride,
             inner: keys,
             cols: dp,
         };
         product_level::<M>(level, &pv, out, dp);
-        for (i, o_row) in out.chunks_exact(dp).take(len).enumerate() {
-            sink(i, head, &o_row[..d]);
+        for (i, (o_row, &out_scale)) in out.chunks_exact(dp).zip(&row_scale).take(len).enumerate() {
+            sink(i, head, &o_row[..d], out_scale);
+        }
+    }
+}
+
+/// `kt[c][t] = rows[t][col + c]` for the first `keys` rows (`stride` apart) and `d` columns: one head's Kᵀ,
+/// rows `kp` apart. A block of 16 tokens at a time, so each of the `d` rows of Kᵀ gets a whole cache line of
+/// stores, where a token at a time scatters `d` single floats `kp · 4` bytes apart (at 256 tokens, 1 KiB:
+/// every store a different line, all aliasing in 4 KiB); AVX-512 transposes whole 16 × 16 blocks in registers.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn transpose_keys(
+    rows: &[f32],
+    keys: usize,
+    col: usize,
+    stride: usize,
+    d: usize,
+    kt: &mut [f32],
+    kp: usize,
+    level: crate::simd::SimdLevel,
+) {
+    for block_start in (0..keys).step_by(LANES) {
+        let block_len = LANES.min(keys - block_start);
+        let block = &rows[block_start * stride + col..];
+        #[cfg(target_arch = "x86_64")]
+        if level == crate::simd::SimdLevel::Avx512 && block_len == LANES && d.is_multiple_of(LANES)
+        {
+            for c0 in (0..d).step_by(LANES) {
+                // SAFETY: an Avx512 level comes only from SimdLevel::supported()/capped().
+                unsafe {
+                    tiles::avx512::transpose16(
+                        &block[c0..],
+                        stride,
+                        &mut kt[c0 * kp + block_start..],
+                        kp,
+                    )
+                };
+            }
+            continue;
+        }
+        let _ = level;
+        for c in 0..d {
+            let dst = &mut kt[c * kp + block_start..c * kp + block_start + block_len];
+            for (t, x) in dst.iter_mut().enumerate() {
+                *x = block[t * stride + c];
+            }
         }
     }
 }
@@ -341,9 +389,11 @@ fn product_level<M: MulAdd>(
     product_tiles::<M>(m, c, c_stride);
 }
 
-/// Softmax over the first `valid` entries of a row padded to whole [`LANES`]; the padding comes out 0.
+/// `e^(scale·(x − max))` over the first `valid` entries of a row padded to whole [`LANES`], returning `1 / Σ`:
+/// the caller scales the `d` outputs of `P·V` instead of the row's `keys` probabilities. The padding comes
+/// out 0.
 #[inline(always)]
-fn softmax_padded<M: MulAdd>(row: &mut [f32], valid: usize) {
+fn softmax_unnormalized<M: MulAdd>(row: &mut [f32], valid: usize, scale: f32) -> f32 {
     row[valid..].fill(f32::NEG_INFINITY);
     let mut max = [f32::NEG_INFINITY; LANES];
     for c in row.chunks_exact(LANES) {
@@ -352,20 +402,159 @@ fn softmax_padded<M: MulAdd>(row: &mut [f32], valid: usize) {
         }
     }
     let max = max.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    // scale > 0, so the maximum of the scaled scores is scale · max.
+    let shift = -scale * max;
     for x in row.iter_mut() {
-        *x = fast_exp::<M>(*x - max);
+        *x = fast_exp_or_zero::<M>(M::mul_add(*x, scale, shift));
     }
-    // fast_exp clamps its argument, so the padding's e^-∞ came out tiny rather than 0.
-    row[valid..].fill(0.0);
-    let inv = 1.0 / sum16(row);
-    for x in row.iter_mut() {
-        *x *= inv;
-    }
+    // A second pass over the row (in L1): summed inside the loop above, the lanes' sums went through the stack.
+    1.0 / sum16(row)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::simd::SimdLevel;
+    use embedkit_model::{Activation, Architecture};
+
+    fn config(hidden_size: usize, num_heads: usize) -> EncoderConfig {
+        EncoderConfig {
+            architecture: Architecture::Bert,
+            model_type: "bert".into(),
+            hidden_size,
+            num_layers: 1,
+            num_heads,
+            intermediate_size: 4 * hidden_size,
+            activation: Activation::Gelu,
+            layer_norm_eps: 1e-12,
+            vocab_size: 10,
+            max_position_embeddings: 1024,
+            type_vocab_size: 0,
+            position_offset: 0,
+            relative_attention_num_buckets: None,
+            modernbert: None,
+            decoder: None,
+        }
+    }
+
+    /// A deterministic `[tokens × 3·hidden]` fused Q/K/V matrix with values in [-2, 2].
+    fn qkv(tokens: usize, hidden: usize) -> Vec<f32> {
+        (0..tokens * 3 * hidden)
+            .map(|i| 2.0 * ((i as f32) * 0.618_034).sin())
+            .collect()
+    }
+
+    /// `softmax(Q·Kᵀ/√d)·V` per sequence and head, in f64 loops.
+    fn naive(qkv: &[f32], seq_lens: &[usize], key_lens: &[usize], cfg: &EncoderConfig) -> Vec<f32> {
+        let (h, d) = (cfg.hidden_size, cfg.head_dim());
+        let total: usize = seq_lens.iter().sum();
+        let mut ctx = vec![0.0f32; total * h];
+        let mut start = 0;
+        for (&len, &keys) in seq_lens.iter().zip(key_lens) {
+            let at = |t: usize, part: usize, head: usize, c: usize| {
+                f64::from(qkv[(start + t) * 3 * h + part * h + head * d + c])
+            };
+            for head in 0..cfg.num_heads {
+                for i in 0..len {
+                    let scores: Vec<f64> = (0..keys)
+                        .map(|j| {
+                            (0..d)
+                                .map(|c| at(i, 0, head, c) * at(j, 1, head, c))
+                                .sum::<f64>()
+                        })
+                        .map(|s| s / (d as f64).sqrt())
+                        .collect();
+                    let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    let exps: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+                    let sum: f64 = exps.iter().sum();
+                    for c in 0..d {
+                        let o: f64 = (0..keys).map(|j| exps[j] / sum * at(j, 2, head, c)).sum();
+                        ctx[(start + i) * h + head * d + c] = o as f32;
+                    }
+                }
+            }
+            start += len;
+        }
+        ctx
+    }
+
+    /// The direct kernel (V read in place for 32-dimension heads, copied and padded for 24) and the `gemm`
+    /// path (a 600-token sequence) against the naive sums, with key masks, per (sequence, head) tasks (two
+    /// sequences) and per sequence tasks (eight), at every SIMD level this CPU has.
+    #[test]
+    fn attention_matches_naive_sums() {
+        for (hidden, heads) in [(128usize, 4usize), (96, 4)] {
+            let cfg = config(hidden, heads);
+            for (seq_lens, key_lens) in [
+                (vec![5usize, 600], vec![5usize, 590]),
+                (
+                    vec![1, 17, 40, 70, 3, 9, 33, 16],
+                    vec![1, 17, 31, 70, 2, 9, 33, 16],
+                ),
+            ] {
+                let total: usize = seq_lens.iter().sum();
+                let input = qkv(total, hidden);
+                let want = naive(&input, &seq_lens, &key_lens, &cfg);
+                for level in [SimdLevel::Baseline, SimdLevel::Avx2, SimdLevel::Avx512] {
+                    if SimdLevel::capped(level) != level {
+                        continue;
+                    }
+                    let mut got = vec![f32::NAN; total * hidden];
+                    attend(
+                        &input,
+                        &seq_lens,
+                        Some(&key_lens),
+                        &cfg,
+                        None,
+                        &mut got,
+                        level,
+                    );
+                    let worst =
+                        got.iter()
+                            .zip(&want)
+                            .map(|(g, w)| (g - w).abs())
+                            .fold(
+                                0.0f32,
+                                |a, b| if b.is_nan() { f32::INFINITY } else { a.max(b) },
+                            );
+                    assert!(
+                        worst < 2e-4,
+                        "hidden {hidden}, lens {seq_lens:?}, {level:?}: worst difference {worst}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Attention alone at MiniLM's shape (12 heads of 32), 32 sequences of `EMBEDKIT_ATTENTION_TOKENS` (256)
+    /// tokens, best of 20, on the rayon pool (`RAYON_NUM_THREADS`): `cargo test --release -p embedkit-cpu --lib
+    /// attention_timing -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "timing, not a check"]
+    fn attention_timing() {
+        let tokens: usize = std::env::var("EMBEDKIT_ATTENTION_TOKENS")
+            .ok()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(256);
+        let cfg = config(384, 12);
+        let seq_lens = vec![tokens; 32];
+        let input = qkv(32 * tokens, 384);
+        let mut ctx = vec![0.0f32; 32 * tokens * 384];
+        let level = SimdLevel::supported();
+        let best = (0..20)
+            .map(|_| {
+                let t = std::time::Instant::now();
+                attend(&input, &seq_lens, None, &cfg, None, &mut ctx, level);
+                t.elapsed().as_secs_f64()
+            })
+            .fold(f64::INFINITY, f64::min);
+        let flops = 32.0 * 12.0 * 4.0 * (tokens * tokens * 32) as f64;
+        println!(
+            "attention, 32 x {tokens} tokens, {level:?}: {:.2} ms, {:.1} GFLOP/s in the two products",
+            best * 1e3,
+            flops / best / 1e9
+        );
+    }
 
     #[test]
     fn buckets_match_mpnet_reference() {
