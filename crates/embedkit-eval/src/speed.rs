@@ -113,7 +113,9 @@ pub fn run_speed(
     }
     latencies.sort_by(f64::total_cmp);
 
-    progress("length sweep");
+    if !config.lengths.is_empty() {
+        progress("length sweep");
+    }
     let mut by_length = Vec::new();
     for &len in &config.lengths {
         let batch: Vec<&str> = vec![long_text; config.sweep_texts];
@@ -136,14 +138,20 @@ pub fn run_speed(
         });
     }
 
-    progress("batch sweep");
     let mut by_batch = Vec::new();
-    let sweep: Vec<&str> = refs
-        .iter()
-        .copied()
-        .cycle()
-        .take(config.sweep_texts.max(1))
-        .collect();
+    if !config.batch_sizes.is_empty() {
+        progress("batch sweep");
+    }
+    // Without batch sizes (`--no-sweeps`) the sweep's texts are not even tokenized for their count.
+    let sweep: Vec<&str> = if config.batch_sizes.is_empty() {
+        Vec::new()
+    } else {
+        refs.iter()
+            .copied()
+            .cycle()
+            .take(config.sweep_texts.max(1))
+            .collect()
+    };
     let sweep_tokens: usize = sweep.iter().map(|t| count_tokens(t, None)).sum();
     for &b in &config.batch_sizes {
         let o = EncodeOptions {

@@ -6,7 +6,7 @@
 //! tokens processed) divided by the whole throughput run's time, which also holds the tokenizer, attention,
 //! LayerNorm, GELU and pooling. It is therefore a lower bound on the linear layers' own rate.
 
-use crate::{DEFAULT_MODEL, ModelArgs, input, load_model, providers_cli};
+use crate::{DEFAULT_MODEL, ModelArgs, input, load_model, progress, providers_cli};
 use anyhow::{Result, bail};
 use clap::Args;
 use embedkit_core::Embedder;
@@ -103,11 +103,7 @@ pub(crate) fn run(args: BenchArgs, quiet: bool) -> Result<()> {
                 &long_text,
                 &providers_cli::count_tokens,
                 &api_config,
-                |phase| {
-                    if !quiet {
-                        eprintln!("{spec}: {phase}…");
-                    }
-                },
+                |phase| progress::phase(quiet, &format!("{spec}: {phase}…")),
             )?;
             let rss = embedkit_eval::speed::peak_rss_bytes().unwrap_or(0);
             usages.push((spec.clone(), api.usage()));
@@ -138,11 +134,7 @@ pub(crate) fn run(args: BenchArgs, quiet: bool) -> Result<()> {
             &long_text,
             &count,
             &config,
-            |phase| {
-                if !quiet {
-                    eprintln!("{spec}: {phase}…");
-                }
-            },
+            |phase| progress::phase(quiet, &format!("{spec}: {phase}…")),
         )?;
         let rss = embedkit_eval::speed::peak_rss_bytes().unwrap_or(0);
         usages.push((spec.clone(), None));

@@ -358,9 +358,7 @@ pub fn run_eval(
         }
         let (mut throughput, mut p50) = (None, None);
         if measure_speed {
-            if !quiet {
-                eprintln!("{label}: measuring speed…");
-            }
+            progress::phase(quiet, &format!("{label}: measuring speed…"));
             let config = embedkit_eval::speed::SpeedConfig {
                 latency_runs: 50,
                 lengths: vec![],

@@ -2,6 +2,7 @@
 //! everywhere, so machine-readable output on stdout is never mixed with them.
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::io::IsTerminal;
 
 /// Where a bar draws: stderr, or nowhere with `--quiet`.
 pub(crate) fn draw_target(quiet: bool) -> ProgressDrawTarget {
@@ -38,4 +39,12 @@ pub(crate) fn bytes(len: u64, quiet: bool, verb: &str) -> ProgressBar {
         bar.set_style(style);
     }
     bar
+}
+
+/// A one-line phase of long work ("MODEL: throughput…") on stderr, where a bar would draw: on a terminal and
+/// without `--quiet`.
+pub(crate) fn phase(quiet: bool, message: &str) {
+    if !quiet && std::io::stderr().is_terminal() {
+        eprintln!("{message}");
+    }
 }

@@ -13,8 +13,13 @@ fn tiny(name: &str) -> String {
         .into_owned()
 }
 
-/// `embedkit bench` on the tiny BERT with a small corpus, plus `extra` arguments.
+/// `embedkit bench --quiet` on the tiny BERT with a small corpus, plus `extra` arguments.
 fn bench(extra: &[&str]) -> Output {
+    bench_with(&["--quiet"], extra)
+}
+
+/// `embedkit bench` with `global` arguments (`--quiet` or none) on the tiny BERT, plus `extra` arguments.
+fn bench_with(global: &[&str], extra: &[&str]) -> Output {
     let dir = tempfile::tempdir().unwrap();
     let corpus = dir.path().join("corpus.txt");
     std::fs::write(
@@ -23,13 +28,9 @@ fn bench(extra: &[&str]) -> Output {
     )
     .unwrap();
     Command::new(env!("CARGO_BIN_EXE_embedkit"))
-        .args([
-            "bench",
-            "--quiet",
-            "--model",
-            tiny("bert-mean").as_str(),
-            "--input",
-        ])
+        .arg("bench")
+        .args(global)
+        .args(["--model", tiny("bert-mean").as_str(), "--input"])
         .arg(&corpus)
         .args(["--latency-runs", "3", "--no-sweeps", "--threads", "1"])
         .args(extra)
@@ -206,4 +207,18 @@ fn which(tool: &str) -> Result<PathBuf, ()> {
                 .find(|f| f.is_file())
         })
         .ok_or(())
+}
+
+/// Its phases ("MODEL: throughput…") are progress: not written when stderr is not a terminal (here, a pipe),
+/// even without `--quiet`, so logs and captured output get only the results.
+#[test]
+fn phases_stay_off_a_stderr_that_is_not_a_terminal() {
+    let o = bench_with(&[], &["--json", "--no-peak"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !stderr.contains("throughput…") && !stderr.contains("latency…"),
+        "phase lines on a piped stderr: {stderr}"
+    );
+    let _: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
 }
