@@ -207,6 +207,8 @@ pub(crate) struct HeadScratch {
     v: Vec<f32>,
     /// `[rows_pad][keys_pad]` one head's scores, then probabilities.
     scores: Vec<f32>,
+    /// `[rows]` one head's `1 / Σ` per row, the softmax's division applied to its outputs.
+    row_scale: Vec<f32>,
     /// `[rows_pad][d_pad]` one head's output.
     out: Vec<f32>,
 }
@@ -260,7 +262,13 @@ fn attend_direct<M: MulAdd>(task: &SeqTask<'_>, scratch: &mut HeadScratch, sink:
     let kp = keys.div_ceil(LANES) * LANES;
     let dp = d.div_ceil(LANES) * LANES;
     let lp = len.div_ceil(ROW_PAD) * ROW_PAD;
-    let HeadScratch { kt, v, scores, out } = scratch;
+    let HeadScratch {
+        kt,
+        v,
+        scores,
+        row_scale,
+        out,
+    } = scratch;
     // Only padding must be zero: every other element is written below before it is read.
     let kt = resized(kt, d * kp);
     // With whole-register heads (MiniLM's 32, MPNet's 64 dimensions) `P·V` reads V where it is, in the
@@ -268,6 +276,7 @@ fn attend_direct<M: MulAdd>(task: &SeqTask<'_>, scratch: &mut HeadScratch, sink:
     let v_in_rows = d == dp;
     let v = resized(v, if v_in_rows { 0 } else { keys * dp });
     let scores = resized(scores, lp * kp);
+    let row_scale = resized(row_scale, len);
     let out = resized(out, lp * dp);
     if kp > keys {
         for k_row in kt.chunks_exact_mut(kp) {
@@ -300,8 +309,7 @@ fn attend_direct<M: MulAdd>(task: &SeqTask<'_>, scratch: &mut HeadScratch, sink:
             }
             None => scale,
         };
-        let mut row_scale = [0.0f32; DIRECT_MAX_LEN];
-        for (row, out_scale) in scores.chunks_exact_mut(kp).zip(&mut row_scale).take(len) {
+        for (row, out_scale) in scores.chunks_exact_mut(kp).zip(row_scale.iter_mut()) {
             *out_scale = softmax_unnormalized::<M>(row, keys, exponent_scale);
         }
         let (v_head, v_stride) = if v_in_rows {
@@ -319,7 +327,7 @@ fn attend_direct<M: MulAdd>(task: &SeqTask<'_>, scratch: &mut HeadScratch, sink:
             cols: dp,
         };
         product_level::<M>(level, &pv, out, dp);
-        for (i, (o_row, &out_scale)) in out.chunks_exact(dp).zip(&row_scale).take(len).enumerate() {
+        for (i, (o_row, &out_scale)) in out.chunks_exact(dp).zip(row_scale.iter()).enumerate() {
             sink(i, head, &o_row[..d], out_scale);
         }
     }
