@@ -13,8 +13,10 @@ use rayon::prelude::*;
 
 /// Outputs per packed block: one 512-bit register of i32 accumulators.
 const BLOCK: usize = 16;
-/// Rows per parallel task (see [`QuantizedLinear::forward`]).
-const ROW_CHUNK: usize = 64;
+/// Rows per parallel task of the VNNI and portable kernels (see [`QuantizedLinear::multiply`]).
+const ROW_CHUNK: usize = 16;
+/// Rows per parallel task of the AMX kernel: four of its 32-row blocks.
+const AMX_ROW_CHUNK: usize = 128;
 
 /// A linear layer `y = x·Wᵀ + b` with W quantized to int8.
 pub(crate) struct QuantizedLinear {
@@ -122,12 +124,17 @@ impl QuantizedLinear {
         let out = OutPtr(y.as_mut_ptr());
         let blocks = self.n.div_ceil(BLOCK);
         let pairs = blocks.div_ceil(2);
-        // A task is two blocks (32 outputs) × up to ROW_CHUNK rows: its weights (≤ 48 KiB for k = 1536) and
-        // its rows' codes (≤ 96 KiB) stay in L1/L2 while it works. Tasks of one row chunk are consecutive, so
-        // a thread moving to the next pair finds the same rows still cached. AMX tasks take twice the rows:
-        // their tiles finish a chunk in about a microsecond, near rayon's cost per task.
+        // A task is two blocks (32 outputs) × up to ROW_CHUNK rows, and a thread's tasks run row chunk by row
+        // chunk, every pair of a chunk in turn. So between two visits to the same weights a thread writes
+        // ROW_CHUNK × n outputs and reads all n × k weights: with 16 rows that is ≤ 100 KiB of outputs beside
+        // MiniLM's 590 KiB of up-projection weights, which then stay in a Zen 4's 1 MiB L2; with 64 rows the
+        // n = 1152 and 1536 projections ran at 63–80 % of the one-thread VNNI peak against 89–92 % with 16
+        // (`int8_gemm_timing`, Zen 4). A chunk's codes (16 × k bytes) and a pair's weights (32 × k) also share
+        // L1 for k = 384. rayon splits the range of tasks into one run per thread, not a job per task, so
+        // small tasks cost a loop iteration each. AMX tiles finish a chunk in about a microsecond and take
+        // whole 32-row blocks: they keep larger chunks.
         let row_chunk = if kernel == Kernel::Amx {
-            2 * ROW_CHUNK
+            AMX_ROW_CHUNK
         } else {
             ROW_CHUNK
         };
@@ -588,19 +595,30 @@ mod tests {
         }
     }
 
-    /// Not a test: the fastest of 30 runs of MiniLM's four layer shapes at batch 32 × 26 tokens, one thread
-    /// (`cargo test --release -p embedkit-cpu --lib int8_gemm_timing -- --ignored --nocapture`). The minimum
-    /// is what the kernel can do; other load on the machine only adds to the rest.
+    /// Not a test: the fastest of 30 runs of MiniLM's four layer shapes (MPNet's with `SHAPES=mpnet`) at batch
+    /// 32 × 26 tokens, quantizer and product, then the product alone, on one thread or `TH` threads (`TH=2
+    /// cargo test --release -p embedkit-cpu --lib int8_gemm_timing -- --ignored --nocapture`). The minimum is
+    /// what the kernel can do; other load on the machine only adds to the rest.
     #[test]
     #[ignore]
     fn int8_gemm_timing() {
         let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(1)
+            .num_threads(
+                std::env::var("TH")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(1),
+            )
             .build()
             .expect("pool");
         let m = 832;
         let mut total = 0.0;
-        for (n, k) in [(1152, 384), (384, 384), (1536, 384), (384, 1536)] {
+        let shapes: &[(usize, usize)] = if std::env::var("SHAPES").is_ok_and(|v| v == "mpnet") {
+            &[(2304, 768), (768, 768), (3072, 768), (768, 3072)]
+        } else {
+            &[(1152, 384), (384, 384), (1536, 384), (384, 1536)]
+        };
+        for &(n, k) in shapes {
             let x: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
             let w: Vec<f32> = (0..n * k).map(|i| (i as f32 * 0.11).cos()).collect();
             let q = QuantizedLinear::new(&w, None, n, k);
@@ -616,8 +634,24 @@ mod tests {
                     })
                     .fold(f64::INFINITY, f64::min)
             });
-            let gmacs = (m * n * k) as f64 / best / 1e9;
-            println!("m {m} n {n} k {k}: {:.3} ms, {gmacs:.1} GMAC/s", best * 1e3);
+            let kernel = Kernel::pick(vnni_supported(), q.k_pad);
+            let multiply_best = pool.install(|| {
+                (0..30)
+                    .map(|_| {
+                        let t = std::time::Instant::now();
+                        q.multiply(&scratch, m, &mut y, kernel);
+                        t.elapsed().as_secs_f64()
+                    })
+                    .fold(f64::INFINITY, f64::min)
+            });
+            let macs = (m * n * k) as f64;
+            println!(
+                "m {m} n {n} k {k}: {:.3} ms, {:.1} GMAC/s; the product alone {:.3} ms, {:.1} GMAC/s",
+                best * 1e3,
+                macs / best / 1e9,
+                multiply_best * 1e3,
+                macs / multiply_best / 1e9
+            );
             total += best;
         }
         println!("one layer's four projections: {:.3} ms", total * 1e3);
