@@ -170,21 +170,35 @@ pub fn dot16(a: &[f32], b: &[f32]) -> f32 {
     s
 }
 
-/// The largest value, in 16 lanes like [`sum16`]; −∞ for an empty slice.
+/// The largest value, in 16 lanes like [`sum16`]; −∞ for an empty slice, and NaNs are skipped (as
+/// `f32::max` does). Plain comparisons rather than `f32::max`, whose NaN rule costs extra instructions per
+/// lane, and the lanes are folded as a tree (8, 4, 2, 1: four vector steps) rather than one serial chain of
+/// 15 scalar maxima, which was most of the softmax's max for the 32-key rows of short texts.
 #[inline(always)]
 pub fn max16(x: &[f32]) -> f32 {
+    // `a` when it is larger, else `b`: a NaN `a` loses, and the operands are in `maxps` order.
+    #[inline(always)]
+    fn larger(a: f32, b: f32) -> f32 {
+        if a > b { a } else { b }
+    }
     let mut lanes = [f32::NEG_INFINITY; 16];
     let mut chunks = x.chunks_exact(16);
     for c in &mut chunks {
         for (l, v) in lanes.iter_mut().zip(c) {
-            *l = l.max(*v);
+            *l = larger(*v, *l);
         }
     }
-    let mut m = lanes.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    for v in chunks.remainder() {
-        m = m.max(*v);
+    for (l, v) in lanes.iter_mut().zip(chunks.remainder()) {
+        *l = larger(*v, *l);
     }
-    m
+    let mut width = 8;
+    while width > 0 {
+        for l in 0..width {
+            lanes[l] = larger(lanes[l + width], lanes[l]);
+        }
+        width /= 2;
+    }
+    lanes[0]
 }
 
 /// A raw pointer to an output buffer that parallel tasks share. Each task writes only its own disjoint part
@@ -380,6 +394,26 @@ pub(crate) fn add_layer_norm_parallel(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The lane tree against a serial `f32::max` fold on every tail length, with NaNs (skipped by both),
+    /// infinities and the maximum in every position.
+    #[test]
+    fn max16_is_the_largest_value() {
+        assert_eq!(max16(&[]), f32::NEG_INFINITY);
+        assert_eq!(max16(&[f32::NAN, f32::NEG_INFINITY]), f32::NEG_INFINITY);
+        for len in 1..70 {
+            for peak in 0..len {
+                let mut x: Vec<f32> = (0..len).map(|i| ((i * 7) as f32 * 0.61).sin()).collect();
+                x[peak] = 3.0 + peak as f32;
+                if len > 2 {
+                    x[(peak + 1) % len] = f32::NAN;
+                }
+                let want = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                assert_eq!(max16(&x), want, "{len} values, largest at {peak}");
+            }
+        }
+        assert_eq!(max16(&[1.0, f32::INFINITY, 2.0]), f32::INFINITY);
+    }
 
     #[test]
     fn erf_is_accurate() {

@@ -95,8 +95,10 @@ pub(super) mod avx512 {
         }
     }
 
-    /// `dst[c][t] = src[t][c]` for a 16 × 16 block, rows `src_stride` and `dst_stride` floats apart: 16
-    /// loads, 64 in-register shuffles and 16 stores, where element by element it is 256 single-float stores.
+    /// `dst[c][t] = src[min(t, src_rows − 1)][c]` for a 16 × 16 block, rows `src_stride` and `dst_stride`
+    /// floats apart: 16 loads, 64 in-register shuffles and 16 stores, where element by element it is 256
+    /// single-float stores. Rows past `src_rows` (1..=16) repeat the last one, so a sequence's last, partial
+    /// block of keys goes through the same shuffles and fills its padding columns with finite values.
     ///
     /// # Safety
     /// The CPU must support AVX-512F.
@@ -104,16 +106,20 @@ pub(super) mod avx512 {
     pub(in crate::attention) unsafe fn transpose16(
         src: &[f32],
         src_stride: usize,
+        src_rows: usize,
         dst: &mut [f32],
         dst_stride: usize,
     ) {
         assert!(
-            src.len() >= 15 * src_stride + LANES && dst.len() >= 15 * dst_stride + LANES,
+            (1..=LANES).contains(&src_rows)
+                && src.len() >= (src_rows - 1) * src_stride + LANES
+                && dst.len() >= 15 * dst_stride + LANES,
             "transpose16: a 16 × 16 block does not fit its operands"
         );
-        // SAFETY: the assert above: rows 0..16 of 16 floats each are inside both slices.
-        let mut r: [__m512; 16] =
-            std::array::from_fn(|i| unsafe { _mm512_loadu_ps(src.as_ptr().add(i * src_stride)) });
+        // SAFETY: the assert above: rows 0..src_rows of 16 floats each are inside `src`, 16 rows inside `dst`.
+        let mut r: [__m512; 16] = std::array::from_fn(|i| unsafe {
+            _mm512_loadu_ps(src.as_ptr().add(i.min(src_rows - 1) * src_stride))
+        });
         let mut t = [_mm512_setzero_ps(); 16];
         // Pairs of rows interleaved per 128-bit lane, then pairs of pairs: each 128-bit lane of r[4g + j]
         // holds column j of rows 4g..4g + 4 for that lane's four columns.
@@ -200,23 +206,28 @@ mod tests {
         #[cfg(target_arch = "x86_64")]
         if crate::SimdLevel::supported() == crate::SimdLevel::Avx512 {
             let (src_stride, dst_stride) = (37, 21);
-            let src: Vec<f32> = (0..16 * src_stride).map(|i| i as f32).collect();
-            let mut dst = vec![-1.0; 16 * dst_stride];
-            // SAFETY: the CPU has AVX-512F (checked above).
-            unsafe { avx512::transpose16(&src, src_stride, &mut dst, dst_stride) };
-            for c in 0..16 {
-                for t in 0..16 {
-                    assert_eq!(
-                        dst[c * dst_stride + t],
-                        src[t * src_stride + c],
-                        "row {t}, column {c}"
+            for src_rows in [16, 10, 1] {
+                // `src` ends right after its last row's 16 values, as the last sequence's keys do in `qkv`.
+                let src: Vec<f32> = (0..(src_rows - 1) * src_stride + 16)
+                    .map(|i| i as f32)
+                    .collect();
+                let mut dst = vec![-1.0; 16 * dst_stride];
+                // SAFETY: the CPU has AVX-512F (checked above).
+                unsafe { avx512::transpose16(&src, src_stride, src_rows, &mut dst, dst_stride) };
+                for c in 0..16 {
+                    for t in 0..16 {
+                        assert_eq!(
+                            dst[c * dst_stride + t],
+                            src[t.min(src_rows - 1) * src_stride + c],
+                            "{src_rows} rows: row {t}, column {c}"
+                        );
+                    }
+                    assert!(
+                        dst[c * dst_stride + 16..(c + 1) * dst_stride]
+                            .iter()
+                            .all(|&x| x == -1.0)
                     );
                 }
-                assert!(
-                    dst[c * dst_stride + 16..(c + 1) * dst_stride]
-                        .iter()
-                        .all(|&x| x == -1.0)
-                );
             }
         }
     }
