@@ -128,8 +128,9 @@ impl QuantizedLinear {
         // chunk, every pair of a chunk in turn. So between two visits to the same weights a thread writes
         // ROW_CHUNK × n outputs and reads all n × k weights: with 16 rows that is ≤ 100 KiB of outputs beside
         // MiniLM's 590 KiB of up-projection weights, which then stay in a Zen 4's 1 MiB L2; with 64 rows the
-        // n = 1152 and 1536 projections ran at 63–80 % of the one-thread VNNI peak against 89–92 % with 16
-        // (`int8_gemm_timing`, Zen 4). A chunk's codes (16 × k bytes) and a pair's weights (32 × k) also share
+        // n = 1152 and 1536 projections ran at a median 83 % and 72 % of the one-thread VNNI peak against 92 %
+        // and 90 % with 16 (`int8_gemm_timing`, Zen 4, nine runs each; PERFORMANCE.md, issue 19's sixth
+        // pass). A chunk's codes (16 × k bytes) and a pair's weights (32 × k) also share
         // L1 for k = 384. rayon splits the range of tasks into one run per thread, not a job per task, so
         // small tasks cost a loop iteration each. AMX tiles finish a chunk in about a microsecond and take
         // whole 32-row blocks: they keep larger chunks.
