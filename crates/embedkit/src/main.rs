@@ -233,9 +233,10 @@ struct EmbedArgs {
     /// JSONL field that holds the text.
     #[arg(long, default_value = "text")]
     field: String,
-    /// Output encoding.
-    #[arg(long, short, value_enum, default_value = "jsonl")]
-    format: OutputFormat,
+    /// Output encoding (default: the one --output's extension names — .npy, .parquet or .pq, .csv, .json,
+    /// .jsonl or .ndjson — else jsonl; Parquet parts with --shard).
+    #[arg(long, short, value_enum)]
+    format: Option<OutputFormat>,
     /// Write to FILE (atomically) instead of stdout; with --shard, the folder of part files.
     #[arg(long, short, value_name = "FILE")]
     output: Option<PathBuf>,
@@ -464,10 +465,18 @@ fn gather_texts(
 fn embed(args: EmbedArgs, quiet: bool) -> Result<()> {
     // Before the model's worker threads start: see alloc.rs.
     alloc::one_arena();
-    if args.parquet.wanted(
-        args.format == OutputFormat::Parquet,
-        args.format == OutputFormat::Jsonl,
-    )? {
+    // With --shard, --output is a folder of part files and its name says nothing about the format.
+    let format = args.format.unwrap_or_else(|| {
+        args.output
+            .as_deref()
+            .filter(|_| !args.parquet.sharded())
+            .and_then(OutputFormat::from_extension)
+            .unwrap_or(OutputFormat::Jsonl)
+    });
+    if args
+        .parquet
+        .wanted(format == OutputFormat::Parquet, args.format.is_none())?
+    {
         if args.tokens {
             bail!("--tokens writes JSONL or JSON only (token counts differ per text)");
         }
@@ -495,7 +504,7 @@ fn embed(args: EmbedArgs, quiet: bool) -> Result<()> {
         args.input_format,
         &args.field,
     )?;
-    if args.tokens && !matches!(args.format, OutputFormat::Jsonl | OutputFormat::Json) {
+    if args.tokens && !matches!(format, OutputFormat::Jsonl | OutputFormat::Json) {
         bail!("--tokens writes JSONL or JSON only (token counts differ per text)");
     }
     let model = load_embedder(&args.model, quiet)?;
@@ -511,7 +520,7 @@ fn embed(args: EmbedArgs, quiet: bool) -> Result<()> {
             &texts,
             &options,
             &args.precision,
-            args.format,
+            format,
             args.output.as_deref(),
             quiet,
         );
@@ -519,10 +528,10 @@ fn embed(args: EmbedArgs, quiet: bool) -> Result<()> {
     let bar = progress::texts(texts.len(), quiet);
     let sink = Sink::open(args.output.as_deref())?;
     if args.tokens {
-        return embed_tokens(&*model, &texts, &options, sink, args.format, &bar);
+        return embed_tokens(&*model, &texts, &options, sink, format, &bar);
     }
     let dims = options.truncate_dim.unwrap_or(model.dims());
-    let mut writer = VectorWriter::begin(sink, args.format, model.name(), texts.len(), dims)?;
+    let mut writer = VectorWriter::begin(sink, format, model.name(), texts.len(), dims)?;
     for chunk in texts.chunks(CHUNK) {
         let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
         let vectors = model.embed(&refs, &options)?;

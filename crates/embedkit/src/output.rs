@@ -22,6 +22,23 @@ pub enum OutputFormat {
     Parquet,
 }
 
+impl OutputFormat {
+    /// The format an output file's extension names (`.npy`; `.parquet`, `.pq`; `.csv`; `.json`; `.jsonl`,
+    /// `.ndjson`; any case), or `None`: so `-o vectors.npy` writes a numpy array, not JSON lines under a
+    /// `.npy` name.
+    pub fn from_extension(path: &Path) -> Option<Self> {
+        let ext = path.extension()?.to_str()?.to_ascii_lowercase();
+        Some(match ext.as_str() {
+            "npy" => OutputFormat::Npy,
+            "parquet" | "pq" => OutputFormat::Parquet,
+            "csv" => OutputFormat::Csv,
+            "json" => OutputFormat::Json,
+            "jsonl" | "ndjson" => OutputFormat::Jsonl,
+            _ => return None,
+        })
+    }
+}
+
 /// Where output goes: stdout, or a temp file renamed over the target when complete (so a killed run never
 /// leaves a partial file under the target's name).
 pub enum Sink {

@@ -221,6 +221,59 @@ fn every_output_format_carries_the_same_vectors() {
 }
 
 #[test]
+fn output_format_follows_the_extension_unless_given() {
+    let model = tiny("bert-dense");
+    let m = model.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, extra: &[&str]| {
+        let out = dir.path().join(name);
+        let mut args = vec!["embed", "-q", "--model", m, "one text", "another text"];
+        args.extend(extra);
+        args.extend(["--output", out.to_str().unwrap()]);
+        let o = embedkit(&args);
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        std::fs::read(&out).unwrap()
+    };
+    assert!(write("v.npy", &[]).starts_with(b"\x93NUMPY"));
+    let parquet = write("v.parquet", &[]);
+    assert!(parquet.starts_with(b"PAR1") && parquet.ends_with(b"PAR1"));
+    assert!(write("v.pq", &[]).starts_with(b"PAR1"));
+    let csv = String::from_utf8(write("V.CSV", &[])).unwrap();
+    assert_eq!(csv.lines().count(), 2);
+    assert_eq!(csv.lines().next().unwrap().split(',').count(), 16);
+    let json: serde_json::Value = serde_json::from_slice(&write("v.json", &[])).unwrap();
+    assert_eq!(json["dimensions"], 16);
+    // Unknown extensions and none keep the default, JSON lines; an explicit --format wins over the name.
+    for (name, extra) in [
+        ("v.vectors", &[][..]),
+        ("vectors", &[][..]),
+        ("v.npy", &["--format", "jsonl"][..]),
+    ] {
+        let text = String::from_utf8(write(name, extra)).unwrap();
+        let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        assert_eq!(first["index"], 0, "{name} {extra:?}");
+    }
+    // --tokens cannot be a numpy array: the extension's format is refused as an explicit one would be.
+    let out = dir.path().join("t.npy");
+    let o = embedkit(&[
+        "embed",
+        "-q",
+        "--model",
+        m,
+        "--tokens",
+        "a text",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("--tokens writes JSONL or JSON only"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
 fn stdin_text_lines_in_order() {
     let model = tiny("bert-mean");
     let o = embedkit_stdin(
