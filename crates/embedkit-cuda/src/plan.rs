@@ -333,16 +333,10 @@ mod tests {
     use super::*;
 
     /// A config read the way models are: from a config.json (EncoderConfig grows fields; literals would not
-    /// keep up). Each call has its own folder: tests run in parallel and may ask for the same shape.
+    /// keep up), written to a temporary folder that is removed when the config has been read.
     fn config(model_type: &str, hidden: usize, heads: usize) -> EncoderConfig {
-        static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!(
-            "embedkit-cuda-plan-{}-{call}-{model_type}-{hidden}-{heads}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("config.json");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
         let json = format!(
             r#"{{"model_type": "{model_type}", "hidden_size": {hidden}, "num_hidden_layers": 2,
                 "num_attention_heads": {heads}, "intermediate_size": {}, "vocab_size": 1000,
