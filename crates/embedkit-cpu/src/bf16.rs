@@ -292,10 +292,12 @@ mod avx512 {
         while r < rows.end {
             let here = (rows.end - r).min(TILE);
             // Rows past the end repeat the last one so the tile keeps its fixed shape; they are not stored.
-            let xr: [&[u32]; TILE] = std::array::from_fn(|i| {
+            // A plain loop, not `array::from_fn` (whose closure is not inlined here; see `panel::avx512`).
+            let mut xr = [xb.as_ptr(); TILE];
+            for (i, row_start) in xr.iter_mut().enumerate() {
                 let row = r + i.min(here - 1);
-                &xb[row * k2..(row + 1) * k2]
-            });
+                *row_start = xb[row * k2..(row + 1) * k2].as_ptr();
+            }
             let mut acc = [[_mm512_setzero_ps(); 4]; TILE];
             for j in 0..k2 {
                 // SAFETY: the panel holds k2 · PANEL words, so 64 at j · 64 are inside it; each xr row has k2
@@ -308,7 +310,7 @@ mod avx512 {
                     let w3: __m512bh = std::mem::transmute(_mm512_loadu_si512(wj.add(3)));
                     for i in 0..TILE {
                         let a: __m512bh =
-                            std::mem::transmute(_mm512_set1_epi32(*xr[i].get_unchecked(j) as i32));
+                            std::mem::transmute(_mm512_set1_epi32(*xr[i].add(j) as i32));
                         acc[i][0] = _mm512_dpbf16_ps(acc[i][0], a, w0);
                         acc[i][1] = _mm512_dpbf16_ps(acc[i][1], a, w1);
                         acc[i][2] = _mm512_dpbf16_ps(acc[i][2], a, w2);
@@ -318,7 +320,7 @@ mod avx512 {
             }
             // SAFETY: rows r .. r + here < m and the masked columns are this task's part of the m × n output;
             // the bias has n values.
-            unsafe { store_tile(&acc[..here], masks, &l.bias, out, r, l.n, col0) };
+            unsafe { store_tile(acc, here, masks, &l.bias, out, r, l.n, col0) };
             r += here;
         }
     }

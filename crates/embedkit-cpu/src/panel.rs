@@ -197,10 +197,13 @@ pub(crate) mod avx512 {
         while r < task.rows.end {
             let rows = (task.rows.end - r).min(TILE);
             // Rows past the end repeat the last one so the tile keeps its fixed shape; they are not stored.
-            let xr: [&[f32]; TILE] = std::array::from_fn(|i| {
+            // A plain loop, not `array::from_fn`: its closure was not inlined into this `target_feature`
+            // function, a call per tile that stored the row slices to the stack (2 % of a 512-token profile).
+            let mut xr = [task.x.as_ptr(); TILE];
+            for (i, row_start) in xr.iter_mut().enumerate() {
                 let row = r + i.min(rows - 1);
-                &task.x[row * k..(row + 1) * k]
-            });
+                *row_start = task.x[row * k..(row + 1) * k].as_ptr();
+            }
             let mut acc = [[_mm512_setzero_ps(); 4]; TILE];
             let w = panel.as_ptr();
             for kk in 0..k {
@@ -212,7 +215,7 @@ pub(crate) mod avx512 {
                     let w2 = _mm512_loadu_ps(w.add(kk * PANEL + 32));
                     let w3 = _mm512_loadu_ps(w.add(kk * PANEL + 48));
                     for i in 0..TILE {
-                        let a = _mm512_set1_ps(*xr[i].get_unchecked(kk));
+                        let a = _mm512_set1_ps(*xr[i].add(kk));
                         acc[i][0] = _mm512_fmadd_ps(a, w0, acc[i][0]);
                         acc[i][1] = _mm512_fmadd_ps(a, w1, acc[i][1]);
                         acc[i][2] = _mm512_fmadd_ps(a, w2, acc[i][2]);
@@ -222,7 +225,7 @@ pub(crate) mod avx512 {
             }
             // SAFETY: rows r.. r + rows < m and the masked columns are this task's part of the m × n output;
             // the bias has n values.
-            unsafe { store_tile(&acc[..rows], masks, &l.bias, task.out, r, l.n, col0) };
+            unsafe { store_tile(acc, rows, masks, &l.bias, task.out, r, l.n, col0) };
             r += rows;
         }
     }
@@ -240,15 +243,23 @@ pub(crate) mod avx512 {
         })
     }
 
-    /// Stores a tile of accumulators (`acc[i]` is row `row0 + i`, 64 columns from `col0`) plus the bias into
-    /// the row-major output with `n` columns, writing only the columns `masks` allow.
+    /// Stores the first `rows` rows of a tile of accumulators (`acc[i]` is row `row0 + i`, 64 columns from
+    /// `col0`) plus the bias into the row-major output with `n` columns, writing only the columns `masks`
+    /// allow. The tile comes by value and the function is always inlined into its `target_feature` callers
+    /// (so it cannot carry the attribute itself, and its intrinsics take the caller's features), so a
+    /// kernel's accumulators go from registers to the output: passed as a slice to a function of its own,
+    /// the tile lived in a stack array that every tile first zeroed with a `memset` call (1.5–2 % of a
+    /// 512-token f32 profile).
     ///
     /// # Safety
-    /// The CPU must support AVX-512F; rows `row0 .. row0 + acc.len()` and the masked columns must lie inside
-    /// the output, and no other task may write them at the same time; `bias` must cover the masked columns.
-    #[target_feature(enable = "avx512f")]
-    pub(crate) unsafe fn store_tile(
-        acc: &[[__m512; 4]],
+    /// Called only from functions compiled with AVX-512F; rows `row0 .. row0 + rows` and the masked columns
+    /// must lie inside the output, and no other task may write them at the same time; `bias` must cover the
+    /// masked columns.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) unsafe fn store_tile<const R: usize>(
+        acc: [[__m512; 4]; R],
+        rows: usize,
         masks: [__mmask16; 4],
         bias: &[f32],
         out: OutPtr,
@@ -256,7 +267,7 @@ pub(crate) mod avx512 {
         n: usize,
         col0: usize,
     ) {
-        for (i, acc_row) in acc.iter().enumerate() {
+        for (i, acc_row) in acc.iter().enumerate().take(rows) {
             for (q, &v) in acc_row.iter().enumerate() {
                 if masks[q] == 0 {
                     continue;
