@@ -129,6 +129,40 @@ def long_corpus(folder, lengths, count, work, name):
     return paths
 
 
+def position_limit(folder):
+    """The longest input the model's position embeddings take: max_position_embeddings, less the padding
+    offset of RoBERTa-style models (position ids start at pad_token_id + 1)."""
+    cfg = json.load(open(os.path.join(folder, "config.json")))
+    limit = cfg["max_position_embeddings"]
+    if cfg.get("model_type") in ("roberta", "xlm-roberta", "mpnet", "camembert"):
+        limit -= cfg.get("pad_token_id", 1) + 1
+    return limit
+
+
+def model_with_max_seq_length(folder, max_seq_length, work, name):
+    """A view of the model folder with sentence_bert_config.json's max_seq_length set to `max_seq_length`
+    (what `model.max_seq_length = 512` does in sentence-transformers): every other file a symlink to the
+    original, so the weights are the same. For long-text rows past the model's own max_seq_length (256 for
+    all-MiniLM-L6-v2, 384 for all-mpnet-base-v2) but within its position embeddings; every runtime loads
+    this folder, so all cut at the same length."""
+    limit = position_limit(folder)
+    if max_seq_length > limit:
+        sys.exit(f"{name}: {max_seq_length} tokens is past its {limit} position embeddings")
+    view = os.path.abspath(os.path.join(work, f"{name}-max{max_seq_length}"))
+    os.makedirs(view, exist_ok=True)
+    for entry in os.listdir(folder):
+        if entry == "sentence_bert_config.json":
+            continue
+        link = os.path.join(view, entry)
+        if not os.path.lexists(link):
+            os.symlink(os.path.abspath(os.path.join(folder, entry)), link)
+    cfg = json.load(open(os.path.join(folder, "sentence_bert_config.json")))
+    cfg["max_seq_length"] = max_seq_length
+    with open(os.path.join(view, "sentence_bert_config.json"), "w") as f:
+        json.dump(cfg, f, indent=2)
+    return view
+
+
 def bench_ort(folder, onnx_path, texts, threads, batch, latency_runs, max_len):
     import onnxruntime as ort
     from tokenizers import Tokenizer
@@ -258,6 +292,10 @@ def main():
                     help="comma-separated token lengths (e.g. 128,256,512): also measure texts of exactly that "
                          "many tokens with every runtime")
     ap.add_argument("--long-texts", type=int, default=64, help="texts per long length")
+    ap.add_argument("--long-raise-max-seq-length", action="store_true",
+                    help="long lengths past a model's max_seq_length run with it raised to the length (as "
+                         "`model.max_seq_length = 512`), up to the position embeddings; without it every "
+                         "runtime cuts them at max_seq_length")
     ap.add_argument("--python-package", metavar="PYTHON",
                     help="a Python with the embedkit wheel (and sentence-transformers) installed: adds "
                          "embedkit.SentenceTransformer.encode and import-to-first-vector times")
@@ -305,19 +343,24 @@ def main():
                 long_texts = [l.rstrip("\n") for l in open(path, encoding="utf-8") if l.strip()]
                 print(f"{name}: {length}-token texts…", file=sys.stderr)
                 # Every runtime cuts at the model's max_seq_length (sentence-transformers and embedkit do by
-                # themselves; ONNX Runtime is told), so a 512-token text is 256 tokens for all-MiniLM-L6-v2.
+                # themselves; ONNX Runtime is told), so a 512-token text is 256 tokens for all-MiniLM-L6-v2,
+                # unless the length raises it: then all three load a view of the folder that says so.
                 seen = min(length, cfg["max_seq_length"])
+                run_folder = folder
+                if args.long_raise_max_seq_length and seen < length:
+                    seen = min(length, position_limit(folder))
+                    run_folder = model_with_max_seq_length(folder, seen, args.work, name)
                 runs = [("sentence-transformers (PyTorch)",
-                         bench_st(folder, long_texts, args.threads, args.batch_size, 3)),
-                        ("onnxruntime", bench_ort(folder, onnx_path, long_texts, args.threads, args.batch_size, 3,
-                                                  seen))]
+                         bench_st(run_folder, long_texts, args.threads, args.batch_size, 3)),
+                        ("onnxruntime", bench_ort(run_folder, onnx_path, long_texts, args.threads,
+                                                  args.batch_size, 3, seen))]
                 if ort_q is not None:
-                    runs.append(("onnxruntime int8", bench_ort(folder, q_path, long_texts, args.threads,
+                    runs.append(("onnxruntime int8", bench_ort(run_folder, q_path, long_texts, args.threads,
                                                                args.batch_size, 3, seen)))
                 for label, extra in variants:
                     runs.append((f"embedkit {label}",
-                                 bench_embedkit(args.embedkit, folder, path, args.threads, args.batch_size, 3,
-                                                extra)))
+                                 bench_embedkit(args.embedkit, run_folder, path, args.threads, args.batch_size,
+                                                3, extra)))
                 long_rows.append((name, seen, runs))
         if args.python_package:
             print(f"{name}: embedkit Python package…", file=sys.stderr)
