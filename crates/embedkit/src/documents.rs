@@ -3,7 +3,7 @@
 //! so that no input is read whole.
 
 use crate::CHUNK;
-use crate::input::InputFormat;
+use crate::input::{InputFormat, detect_format};
 use anyhow::{Context, Result, anyhow, bail};
 use embedkit_core::{Embedder, Embeddings, EncodeOptions};
 use std::fs::File;
@@ -33,8 +33,9 @@ pub(crate) struct DocReader {
 
 impl DocReader {
     /// Opens `path`: JSONL when `format` says so or (without it) when the extension is .jsonl/.ndjson/.json,
-    /// else one document per line. JSONL records give their id, text and optional title in the named fields
-    /// (an empty `title_field` ignores titles).
+    /// else one document per line; Parquet (by `format` or extension) is an error naming the file. JSONL
+    /// records give their id, text and optional title in the named fields (an empty `title_field` ignores
+    /// titles).
     pub(crate) fn open(
         path: &Path,
         format: Option<InputFormat>,
@@ -44,12 +45,15 @@ impl DocReader {
     ) -> Result<DocReader> {
         let file = File::open(path).with_context(|| format!("cannot open '{}'", path.display()))?;
         let total_bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
-        let format = format.unwrap_or_else(|| match path.extension().and_then(|e| e.to_str()) {
-            Some(e) if ["jsonl", "ndjson", "json"].contains(&e.to_ascii_lowercase().as_str()) => {
-                InputFormat::Jsonl
-            }
-            _ => InputFormat::Txt,
-        });
+        // The extensions `embed` knows; a Parquet file read as text lines would index its bytes.
+        let format = detect_format(&path.to_string_lossy(), format);
+        if format == InputFormat::Parquet {
+            bail!(
+                "'{}': index and search read .txt or JSONL documents, not Parquet (embed the Parquet \
+                 file with `embedkit embed`, or write its texts to JSONL)",
+                path.display()
+            );
+        }
         Ok(DocReader {
             reader: BufReader::with_capacity(1 << 20, file),
             name: path.display().to_string(),
@@ -156,4 +160,43 @@ pub(crate) fn embed_docs(
 ) -> Result<Embeddings> {
     let refs: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();
     Ok(embedder.embed(&refs, options)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(path: &Path, format: Option<InputFormat>) -> Result<DocReader> {
+        DocReader::open(path, format, "_id", "text", "title")
+    }
+
+    /// The extension picks JSONL or lines as `embed` does; Parquet, by extension or flag, is refused with
+    /// the file's name instead of being read as lines of bytes.
+    #[test]
+    fn formats_follow_the_extension_and_parquet_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let jsonl = dir.path().join("corpus.NDJSON");
+        std::fs::write(&jsonl, "{\"_id\": \"d1\", \"text\": \"a\"}\n").unwrap();
+        let docs = open(&jsonl, None).unwrap().next_batch(10).unwrap();
+        assert_eq!(docs[0].id.as_deref(), Some("d1"));
+        let txt = dir.path().join("corpus.txt");
+        std::fs::write(&txt, "{\"_id\": \"d1\"}\n").unwrap();
+        let docs = open(&txt, None).unwrap().next_batch(10).unwrap();
+        assert_eq!(
+            (docs[0].id.as_ref(), docs[0].text.as_str()),
+            (None, "{\"_id\": \"d1\"}")
+        );
+        let parquet = dir.path().join("corpus.parquet");
+        std::fs::write(&parquet, b"PAR1").unwrap();
+        for (path, format) in [(&parquet, None), (&txt, Some(InputFormat::Parquet))] {
+            let err = format!(
+                "{:#}",
+                open(path, format).err().expect("Parquet is refused")
+            );
+            assert!(
+                err.contains(&path.display().to_string()) && err.contains("not Parquet"),
+                "{err}"
+            );
+        }
+    }
 }
