@@ -174,7 +174,7 @@ impl Bf16Linear {
 mod avx512 {
     use super::{Bf16Linear, PANEL, pair};
     use crate::kernels::OutPtr;
-    use crate::panel::avx512::{column_masks, store_tile};
+    use crate::panel::avx512::{column_masks, store_tile, tile_rows};
     use std::arch::x86_64::*;
 
     /// Rows per register tile: 6 × 4 accumulators + 4 weight registers + 1 broadcast ≤ 32 registers.
@@ -291,13 +291,7 @@ mod avx512 {
         let mut r = rows.start;
         while r < rows.end {
             let here = (rows.end - r).min(TILE);
-            // Rows past the end repeat the last one so the tile keeps its fixed shape; they are not stored.
-            // A plain loop, not `array::from_fn` (whose closure is not inlined here; see `panel::avx512`).
-            let mut xr = [xb.as_ptr(); TILE];
-            for (i, row_start) in xr.iter_mut().enumerate() {
-                let row = r + i.min(here - 1);
-                *row_start = xb[row * k2..(row + 1) * k2].as_ptr();
-            }
+            let xr: [*const u32; TILE] = tile_rows(xb, r, here, k2);
             let mut acc = [[_mm512_setzero_ps(); 4]; TILE];
             for j in 0..k2 {
                 // SAFETY: the panel holds k2 · PANEL words, so 64 at j · 64 are inside it; each xr row has k2

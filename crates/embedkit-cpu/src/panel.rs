@@ -196,14 +196,7 @@ pub(crate) mod avx512 {
         let mut r = task.rows.start;
         while r < task.rows.end {
             let rows = (task.rows.end - r).min(TILE);
-            // Rows past the end repeat the last one so the tile keeps its fixed shape; they are not stored.
-            // A plain loop, not `array::from_fn`: its closure was not inlined into this `target_feature`
-            // function, a call per tile that stored the row slices to the stack (2 % of a 512-token profile).
-            let mut xr = [task.x.as_ptr(); TILE];
-            for (i, row_start) in xr.iter_mut().enumerate() {
-                let row = r + i.min(rows - 1);
-                *row_start = task.x[row * k..(row + 1) * k].as_ptr();
-            }
+            let xr: [*const f32; TILE] = tile_rows(task.x, r, rows, k);
             let mut acc = [[_mm512_setzero_ps(); 4]; TILE];
             let w = panel.as_ptr();
             for kk in 0..k {
@@ -228,6 +221,25 @@ pub(crate) mod avx512 {
             unsafe { store_tile(acc, rows, masks, &l.bias, task.out, r, l.n, col0) };
             r += rows;
         }
+    }
+
+    /// Where each of a tile's `R` rows of `k` values starts in `x`, from row `r`, of which `rows` (1..=R) are
+    /// real: the rest repeat the last one so the tile keeps its fixed shape (their results are not stored).
+    /// A plain loop, not `array::from_fn`, whose closure was not inlined into the `target_feature` kernels: a
+    /// call per tile that stored the row slices to the stack (2 % of a 512-token f32 profile).
+    #[inline(always)]
+    pub(crate) fn tile_rows<T, const R: usize>(
+        x: &[T],
+        r: usize,
+        rows: usize,
+        k: usize,
+    ) -> [*const T; R] {
+        let mut starts = [x.as_ptr(); R];
+        for (i, start) in starts.iter_mut().enumerate() {
+            let row = r + i.min(rows - 1);
+            *start = x[row * k..(row + 1) * k].as_ptr();
+        }
+        starts
     }
 
     /// Per 16-column register of a 64-column panel: which columns are real (the last panel of a layer may be
