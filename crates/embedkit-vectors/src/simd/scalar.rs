@@ -84,6 +84,9 @@ pub(crate) fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
     })
 }
 
+/// Hamming distance over 64-bit words. Always inlined, so `x86::hamming_popcnt` compiles this body with
+/// POPCNT enabled (one `popcnt` per word instead of a bit-twiddling sequence).
+#[inline(always)]
 pub(crate) fn hamming(a: &[u8], b: &[u8]) -> u32 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);

@@ -185,27 +185,13 @@ pub(crate) fn dot_i8_avx2(a: &[i8], b: &[i8]) -> i32 {
     s
 }
 
-/// Hamming distance with the POPCNT instruction on 64-bit words.
+/// Hamming distance with the POPCNT instruction on 64-bit words: the portable body
+/// ([`scalar::hamming`](super::super::scalar::hamming)), compiled here with POPCNT enabled.
 #[target_feature(enable = "popcnt")]
 pub(crate) fn hamming_popcnt(a: &[u8], b: &[u8]) -> u32 {
-    let n = a.len().min(b.len());
-    let mut ca = a[..n].chunks_exact(8);
-    let mut cb = b[..n].chunks_exact(8);
-    let mut s = 0u32;
-    for (x, y) in (&mut ca).zip(&mut cb) {
-        let mut wx = [0u8; 8];
-        let mut wy = [0u8; 8];
-        wx.copy_from_slice(x);
-        wy.copy_from_slice(y);
-        s += (u64::from_le_bytes(wx) ^ u64::from_le_bytes(wy)).count_ones();
-    }
-    for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
-        s += (x ^ y).count_ones();
-    }
-    s
+    super::super::scalar::hamming(a, b)
 }
 
-/// An `R × Q` tile of f32 dot products: rows `r[k*d..]`, queries `q[j*d..]`, result `out[j*stride + k]`.
 #[target_feature(enable = "avx2,fma")]
 pub(crate) fn dot_block_avx2<const R: usize, const Q: usize>(
     q: &[f32],
