@@ -163,6 +163,19 @@ def model_with_max_seq_length(folder, max_seq_length, work, name):
     return view
 
 
+def long_run_folder(folder, length, raise_max_seq_length, work, name):
+    """(tokens each runtime sees, folder every runtime loads) for texts of `length` tokens: cut at the model's
+    max_seq_length (sentence-transformers and embedkit do it themselves; ONNX Runtime is told), so a 512-token
+    text is 256 tokens for all-MiniLM-L6-v2, unless `raise_max_seq_length`: then max_seq_length goes up to
+    the length, within the position embeddings, through a view of the folder that says so."""
+    max_seq_length = json.load(open(os.path.join(folder, "sentence_bert_config.json")))["max_seq_length"]
+    seen = min(length, max_seq_length)
+    if raise_max_seq_length and seen < length:
+        seen = min(length, position_limit(folder))
+        return seen, model_with_max_seq_length(folder, seen, work, name)
+    return seen, folder
+
+
 def bench_ort(folder, onnx_path, texts, threads, batch, latency_runs, max_len):
     import onnxruntime as ort
     from tokenizers import Tokenizer
@@ -342,14 +355,8 @@ def main():
             for length, path in long_corpus(folder, lengths, args.long_texts, args.work, name).items():
                 long_texts = [l.rstrip("\n") for l in open(path, encoding="utf-8") if l.strip()]
                 print(f"{name}: {length}-token texts…", file=sys.stderr)
-                # Every runtime cuts at the model's max_seq_length (sentence-transformers and embedkit do by
-                # themselves; ONNX Runtime is told), so a 512-token text is 256 tokens for all-MiniLM-L6-v2,
-                # unless the length raises it: then all three load a view of the folder that says so.
-                seen = min(length, cfg["max_seq_length"])
-                run_folder = folder
-                if args.long_raise_max_seq_length and seen < length:
-                    seen = min(length, position_limit(folder))
-                    run_folder = model_with_max_seq_length(folder, seen, args.work, name)
+                seen, run_folder = long_run_folder(folder, length, args.long_raise_max_seq_length, args.work,
+                                                   name)
                 runs = [("sentence-transformers (PyTorch)",
                          bench_st(run_folder, long_texts, args.threads, args.batch_size, 3)),
                         ("onnxruntime", bench_ort(run_folder, onnx_path, long_texts, args.threads,

@@ -10,7 +10,6 @@ passes over the 64 texts), then each binary's `embedkit bench` on the same texts
 Prints tokens/s per round and, at the end, each binary's best against ONNX Runtime's best.
 """
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -32,7 +31,7 @@ def main():
     ap.add_argument("--work", default=".tmp/bench")
     ap.add_argument("--raise-max-seq-length", action="store_true",
                     help="when --tokens is past the model's max_seq_length, raise it to --tokens for every "
-                         "runtime (as `model.max_seq_length = N`), up to the position embeddings; without it "
+                         "runtime (as `model.max_seq_length = N`), at most to the position embeddings; without it "
                          "every runtime cuts the texts at max_seq_length")
     args = ap.parse_args()
 
@@ -53,10 +52,9 @@ def main():
     if not os.path.exists(onnx):
         ba.export_onnx(folder, onnx)
     path = ba.long_corpus(folder, [args.tokens], args.texts, args.work, name)[args.tokens]
-    seen = min(args.tokens, json.load(open(os.path.join(folder, "sentence_bert_config.json")))["max_seq_length"])
-    if args.raise_max_seq_length and seen < args.tokens:
-        folder = ba.model_with_max_seq_length(folder, args.tokens, args.work, name)
-        seen = args.tokens
+    seen, run_folder = ba.long_run_folder(folder, args.tokens, args.raise_max_seq_length, args.work, name)
+    if run_folder != folder:
+        folder = run_folder
         print(f"{name}: max_seq_length raised to {seen} ({folder})", file=sys.stderr)
     texts = [line.rstrip("\n") for line in open(path, encoding="utf-8") if line.strip()]
     repeated = os.path.join(args.work, f"{name}-{args.tokens}tok-x{args.repeat}.txt")
