@@ -102,6 +102,48 @@ fn curl(args: &[&str]) -> (u16, String) {
     (code.parse().expect("status"), body.to_string())
 }
 
+/// POSTs `body` as JSON to `url` with curl: the status and the body.
+fn curl_post_json(url: &str, body: &Value) -> (u16, String) {
+    curl(&[
+        url,
+        "-H",
+        "content-type: application/json",
+        "-d",
+        &body.to_string(),
+    ])
+}
+
+/// The float vectors of an OpenAI embeddings answer, `data[i].embedding` in order.
+fn embedding_rows(answer: &Value) -> Vec<Vec<f32>> {
+    answer["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| floats(&d["embedding"]))
+        .collect()
+}
+
+/// The model's token ids for `texts`, from the server's /tokenize.
+fn tokenize_ids(client: &mut Client, texts: &[String]) -> Vec<Vec<u64>> {
+    let r = client
+        .post_json("/tokenize", &json!({ "inputs": texts }))
+        .unwrap();
+    assert_eq!(r.status, 200);
+    r.json()
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|toks| {
+            toks.as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["id"].as_u64().unwrap())
+                .collect()
+        })
+        .collect()
+}
+
 fn decode_base64_f32(s: &str) -> Vec<f32> {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD
@@ -117,14 +159,10 @@ fn curl_routes_give_embed_vectors() {
     let texts = texts();
     let want = reference(&texts, &[]);
     let server = serve(&[]);
-    let body = json!({"input": texts, "model": MODEL, "encoding_format": "float"}).to_string();
-    let (code, out) = curl(&[
+    let (code, out) = curl_post_json(
         &server.url("/v1/embeddings"),
-        "-H",
-        "content-type: application/json",
-        "-d",
-        &body,
-    ]);
+        &json!({"input": texts, "model": MODEL, "encoding_format": "float"}),
+    );
     assert_eq!(code, 200, "{out}");
     let v: Value = serde_json::from_str(&out).expect("json");
     assert_eq!(v["object"], "list");
@@ -143,14 +181,10 @@ fn curl_routes_give_embed_vectors() {
     assert_close(&got, &want, "/v1/embeddings float");
 
     // base64 is little-endian float32, bit for bit the same numbers.
-    let body = json!({"input": texts, "encoding_format": "base64"}).to_string();
-    let (code, out) = curl(&[
+    let (code, out) = curl_post_json(
         &server.url("/v1/embeddings"),
-        "-H",
-        "content-type: application/json",
-        "-d",
-        &body,
-    ]);
+        &json!({"input": texts, "encoding_format": "base64"}),
+    );
     assert_eq!(code, 200, "{out}");
     let v: Value = serde_json::from_str(&out).unwrap();
     let got: Vec<Vec<f32>> = v["data"]
@@ -162,14 +196,7 @@ fn curl_routes_give_embed_vectors() {
     assert_close(&got, &want, "/v1/embeddings base64");
 
     // TEI /embed, one string and a list.
-    let body = json!({"inputs": texts}).to_string();
-    let (code, out) = curl(&[
-        &server.url("/embed"),
-        "-H",
-        "content-type: application/json",
-        "-d",
-        &body,
-    ]);
+    let (code, out) = curl_post_json(&server.url("/embed"), &json!({"inputs": texts}));
     assert_eq!(code, 200, "{out}");
     let got: Vec<Vec<f32>> = serde_json::from_str::<Value>(&out)
         .unwrap()
@@ -182,58 +209,24 @@ fn curl_routes_give_embed_vectors() {
 
     // dimensions = Matryoshka truncation then normalization, as embed --truncate-dim does.
     let want128 = reference(&texts[..2], &["--truncate-dim", "128"]);
-    let body = json!({"input": &texts[..2], "dimensions": 128}).to_string();
-    let (code, out) = curl(&[
+    let (code, out) = curl_post_json(
         &server.url("/v1/embeddings"),
-        "-H",
-        "content-type: application/json",
-        "-d",
-        &body,
-    ]);
+        &json!({"input": &texts[..2], "dimensions": 128}),
+    );
     assert_eq!(code, 200, "{out}");
     let v: Value = serde_json::from_str(&out).unwrap();
-    let got: Vec<Vec<f32>> = v["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| floats(&d["embedding"]))
-        .collect();
+    let got = embedding_rows(&v);
     assert_close(&got, &want128, "dimensions=128");
 
     // Token ids from /tokenize give the text's vector back through input: [[int]].
     let mut client = server.client();
-    let r = client
-        .post_json(
-            "/tokenize",
-            &json!({"inputs": [texts[0].clone(), texts[2].clone()]}),
-        )
-        .unwrap();
-    assert_eq!(r.status, 200);
-    let ids: Vec<Vec<u64>> = r
-        .json()
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|toks| {
-            toks.as_array()
-                .unwrap()
-                .iter()
-                .map(|t| t["id"].as_u64().unwrap())
-                .collect()
-        })
-        .collect();
+    let ids = tokenize_ids(&mut client, &[texts[0].clone(), texts[2].clone()]);
     assert_eq!(ids[0].first(), Some(&101), "[CLS] first");
     let r = client
         .post_json("/v1/embeddings", &json!({"input": ids}))
         .unwrap();
     assert_eq!(r.status, 200);
-    let got: Vec<Vec<f32>> = r.json().unwrap()["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| floats(&d["embedding"]))
-        .collect();
+    let got = embedding_rows(&r.json().unwrap());
     assert_close(&got, &[want[0].clone(), want[2].clone()], "token-id input");
 
     // Timing headers and a request id on every answer.

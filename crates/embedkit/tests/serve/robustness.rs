@@ -10,24 +10,7 @@ fn token_ids_outside_the_vocabulary_are_a_400_naming_input_id_and_size() {
     let mut client = server.client();
     // The model's own ids, from /tokenize, for two golden texts.
     let picked = [g.texts[27].clone(), g.texts[29].clone()];
-    let r = client
-        .post_json("/tokenize", &json!({"inputs": picked}))
-        .unwrap();
-    assert_eq!(r.status, 200);
-    let ids: Vec<Vec<u64>> = r
-        .json()
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|toks| {
-            toks.as_array()
-                .unwrap()
-                .iter()
-                .map(|t| t["id"].as_u64().unwrap())
-                .collect()
-        })
-        .collect();
+    let ids = tokenize_ids(&mut client, &picked);
     let want = [g.embeddings[27].clone(), g.embeddings[29].clone()];
 
     // 30522 is the first id all-MiniLM-L6-v2 has no row for; 100257 is tiktoken's <|endoftext|>, as
@@ -79,12 +62,7 @@ fn token_ids_outside_the_vocabulary_are_a_400_naming_input_id_and_size() {
         .unwrap();
     let (status, v) = status_and_json(&r);
     assert_eq!(status, 200, "{v}");
-    let got: Vec<Vec<f32>> = v["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| floats(&d["embedding"]))
-        .collect();
+    let got = embedding_rows(&v);
     assert_cosine(&got, &want, "token ids from /tokenize (raw client)");
 
     // The same through the official openai client: a BadRequestError carrying the message.
