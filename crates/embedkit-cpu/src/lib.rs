@@ -115,8 +115,8 @@ pub struct CpuOptions {
     /// above what the CPU supports.
     pub simd: Option<SimdLevel>,
     /// f32 batches of up to this many tokens use the panel kernel, larger ones `gemm`; `None` reads
-    /// `EMBEDKIT_PANEL_MAX_ROWS`, else 1024 (no limit on CPUs with double-pumped AVX-512, i.e. AMD Zen 4: see
-    /// `simd::avx512_double_pumped`). Both give the same vectors to float rounding.
+    /// `EMBEDKIT_PANEL_MAX_ROWS`, else 1024 (no limit on AMD CPUs with AVX-512, Zen 4 and Zen 5: see
+    /// `simd::panels_at_every_batch`). Both give the same vectors to float rounding.
     pub panel_max_rows: Option<usize>,
     /// Run on this pool instead of a new one (then `threads` is the pool's size). The Python package passes
     /// the pool it also tokenizes on, so a model uses exactly the threads it was given, and a fresh pool
@@ -320,14 +320,15 @@ impl Runtime {
                     .ok()
                     .and_then(|v| v.parse().ok())
                     .unwrap_or_else(|| {
-                        if simd::avx512_double_pumped() {
+                        if simd::panels_at_every_batch() {
                             // Zen 4: panels beat gemm at every size (`panel_vs_gemm_timing`, one thread, idle:
-                            // 140 vs 160 ms per MiniLM layer at 4,096 rows; with tiled attention, 256-token texts +23 % MiniLM, +14 % MPNet).
+                            // 140 vs 160 ms per MiniLM layer at 4,096 rows; with tiled attention, 256-token texts
+                            // +23 % MiniLM, +14 % MPNet). Zen 5: +21 % / +12 % on 256-token texts.
                             usize::MAX
                         } else {
                             // Panels match or beat gemm up to here on one thread (`panel_vs_gemm_timing`: 0.91
                             // vs 2.31 ms per MiniLM layer at 26 rows, 28.0 vs 28.8 ms at 832), with no
-                            // repacking; above it, on full-width AVX-512, gemm's L1 blocking pays.
+                            // repacking; above it, on the Intel Xeon measured, gemm's L1 blocking pays.
                             1024
                         }
                     })
