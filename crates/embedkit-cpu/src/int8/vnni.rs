@@ -1,6 +1,7 @@
 //! The x86-64 integer kernels: AVX-512 VNNI `vpdpbusd` register tiles, and AMX `tdpbusd` tiles.
 
 use super::{BLOCK, OutPtr, QuantScratch, QuantizedLinear};
+use crate::panel::avx512::tile_rows;
 use std::arch::x86_64::*;
 
 /// Rows per register tile: 8 rows × 2 blocks = 16 accumulators, plus 2 weight registers and a broadcast
@@ -32,8 +33,7 @@ pub(super) unsafe fn block_pair(
     while r < m {
         let rows = (m - r).min(ROWS);
         let mut acc = [[_mm512_setzero_si512(); 2]; ROWS];
-        let row_ptr: [*const u8; ROWS] =
-            std::array::from_fn(|i| a.bytes[(r + i.min(rows - 1)) * l.k_pad..].as_ptr());
+        let row_ptr: [*const u8; ROWS] = tile_rows(&a.bytes, r, rows, l.k_pad);
         for kk in 0..k4 {
             // SAFETY: kk < k4, so 64 bytes at kk·64 lie inside each block's k4·64 packed bytes, and 4 bytes
             // at kk·4 inside each row's k_pad bytes.
