@@ -7,6 +7,7 @@
 pub mod amx;
 mod attention;
 mod bf16;
+mod buffers;
 mod decoder;
 pub mod elementwise;
 mod int8;
@@ -230,6 +231,8 @@ pub struct CpuBackend {
     compute: Compute,
     vnni: bool,
     panel_max_rows: usize,
+    /// Activation buffers kept between batches.
+    buffers: buffers::BufferPool,
 }
 
 /// A pool of `threads` named worker threads, as the backend makes its own.
@@ -478,14 +481,16 @@ impl CpuBackend {
         let total = check_batch(batch)?;
         let cfg = &self.config;
         let (h, inter) = (cfg.hidden_size, cfg.intermediate_size);
+        let mut x = self.embed_tokens(batch)?;
+        let mut buffers = self.buffers.take();
+        buffers.prepare(total, h, inter);
         let mut fctx = ForwardContext {
             parallelism: self.parallelism(),
             simd: self.simd,
             panel_max_rows: self.panel_max_rows,
-            scratch: int8::QuantScratch::default(),
+            scratch: std::mem::take(&mut buffers.scratch),
             vnni: self.vnni,
         };
-        let mut x = self.embed_tokens(batch)?;
         let rel_bias = match (
             &self.relative_attention_bias,
             cfg.relative_attention_num_buckets,
@@ -501,51 +506,53 @@ impl CpuBackend {
             }
             _ => None,
         };
-        let mut qkv = vec![0.0f32; total * 3 * h];
-        let mut ctx = vec![0.0f32; total * h];
-        let mut attn_out = vec![0.0f32; total * h];
-        let mut ff = vec![0.0f32; total * inter];
+        let buffers::ForwardBuffers {
+            qkv,
+            context: ctx,
+            projected: attn_out,
+            intermediate: ff,
+            ..
+        } = &mut buffers;
         for layer in &self.layers {
-            layer.qkv.forward(&x, total, &mut qkv, &mut fctx);
+            layer.qkv.forward(&x, total, qkv, &mut fctx);
             attention::attend(
-                &qkv,
+                qkv,
                 batch.seq_lens,
                 batch.key_lens,
                 cfg,
                 rel_bias.as_ref(),
-                &mut ctx,
+                ctx,
                 self.simd,
             );
             layer
                 .attention_output
-                .forward(&ctx, total, &mut attn_out, &mut fctx);
+                .forward(ctx, total, attn_out, &mut fctx);
             kernels::add_layer_norm_parallel(
                 self.simd,
-                &mut attn_out,
+                attn_out,
                 &x,
                 &layer.attention_norm.weight.data,
                 &layer.attention_norm.bias.data,
                 cfg.layer_norm_eps,
             );
-            std::mem::swap(&mut x, &mut attn_out);
-            layer.intermediate.forward(&x, total, &mut ff, &mut fctx);
-            layer.output.forward_activated(
-                &mut ff,
-                total,
-                &mut attn_out,
-                &mut fctx,
-                cfg.activation,
-            );
+            std::mem::swap(&mut x, attn_out);
+            layer.intermediate.forward(&x, total, ff, &mut fctx);
+            layer
+                .output
+                .forward_activated(ff, total, attn_out, &mut fctx, cfg.activation);
             kernels::add_layer_norm_parallel(
                 self.simd,
-                &mut attn_out,
+                attn_out,
                 &x,
                 &layer.output_norm.weight.data,
                 &layer.output_norm.bias.data,
                 cfg.layer_norm_eps,
             );
-            std::mem::swap(&mut x, &mut attn_out);
+            std::mem::swap(&mut x, attn_out);
         }
+        // Two swaps per layer leave the embeddings' vector in `x` and the buffer in `projected`.
+        buffers.scratch = fctx.scratch;
+        self.buffers.give_back(buffers);
         Ok(x)
     }
 }

@@ -116,6 +116,7 @@ impl CpuBackend {
             compute,
             vnni,
             panel_max_rows,
+            buffers: Default::default(),
         }
     }
 }

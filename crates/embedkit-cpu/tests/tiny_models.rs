@@ -325,3 +325,39 @@ fn every_simd_level_matches_sentence_transformers() {
         }
     }
 }
+
+/// A backend reuses its activation buffers between batches: a batch after a larger one (longer texts, more
+/// of them) must give the same vectors, to the bit, as on a fresh backend, in every compute mode, so no
+/// kernel reads what an earlier batch left behind.
+#[test]
+fn batches_after_larger_ones_match_a_fresh_backend() {
+    use embedkit_cpu::{Compute, CpuOptions};
+    let dir = fixtures().join("tiny").join("bert-mean");
+    let long = "a longer text that the tokenizer splits into many more word pieces than the short ones below, "
+        .repeat(3);
+    let large: Vec<&str> = vec![long.as_str(); 9];
+    let small = ["one", "two words", "a third short text"];
+    let options = EncodeOptions {
+        batch_size: Some(16),
+        ..Default::default()
+    };
+    for compute in [Compute::F32, Compute::Int8] {
+        let load = || {
+            load_dir_with(
+                &dir,
+                CpuOptions {
+                    threads: Some(2),
+                    compute,
+                    ..Default::default()
+                },
+            )
+        };
+        let fresh = load().embed(&small, &options).unwrap();
+        let reused = load();
+        reused.embed(&large, &options).unwrap();
+        let after = reused.embed(&small, &options).unwrap();
+        let (fresh, after): (Vec<&[f32]>, Vec<&[f32]>) =
+            (fresh.iter().collect(), after.iter().collect());
+        assert_eq!(fresh, after, "{compute:?}: vectors after a larger batch");
+    }
+}
