@@ -550,8 +550,8 @@ impl CpuBackend {
             );
             std::mem::swap(&mut x, attn_out);
         }
-        // Two swaps per layer leave the embeddings' vector in `x` and the buffer in `projected`.
         buffers.scratch = fctx.scratch;
+        // Two swaps per layer leave the embeddings' vector in `x` (returned) and the pool's in `projected`.
         self.buffers.give_back(buffers);
         Ok(x)
     }

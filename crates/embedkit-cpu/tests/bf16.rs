@@ -8,17 +8,6 @@ use common::*;
 use embedkit_core::{Embedder, EncodeOptions};
 use embedkit_cpu::{Compute, CpuOptions, SimdLevel};
 
-fn has_bf16() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512bf16")
-            && SimdLevel::detect() == SimdLevel::Avx512
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
-}
-
 fn options(compute: Compute) -> CpuOptions {
     CpuOptions {
         threads: Some(2),

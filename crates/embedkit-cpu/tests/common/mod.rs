@@ -1,7 +1,7 @@
 //! Shared helpers for the model tests: fixtures, model loading, vector comparisons.
 #![allow(dead_code)]
 
-use embedkit_cpu::CpuOptions;
+use embedkit_cpu::{CpuOptions, SimdLevel};
 use embedkit_model::LocalEmbedder;
 use std::path::PathBuf;
 
@@ -133,4 +133,16 @@ pub fn assert_rows_match(
         );
     }
     eprintln!("{what}: worst cosine {:.8} (text {})", worst.0, worst.1);
+}
+
+/// Whether `--compute bf16` can run here: AVX512_BF16 on a CPU the engine runs at the AVX-512 level.
+pub fn has_bf16() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bf16")
+            && SimdLevel::detect() == SimdLevel::Avx512
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
