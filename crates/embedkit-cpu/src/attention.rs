@@ -1,11 +1,12 @@
 //! Multi-head self-attention over unpadded sequences.
 
-use crate::kernels::{OutPtr, fast_exp_or_zero, matmul_ab, matmul_abt, max16, softmax, sum16};
+use crate::kernels::{OutPtr, matmul_ab, matmul_abt, softmax};
 use crate::simd::MulAdd;
 use embedkit_model::EncoderConfig;
 use rayon::prelude::*;
 use tiles::{Product, product_tiles};
 
+mod softmax;
 mod tiles;
 
 /// MPNet's relative position bias, expanded for sequences up to `max_len`: `bias[head][i][j]` depends only on
@@ -33,6 +34,14 @@ impl RelativeBias {
         }
     }
 
+    /// The bias of query `query` against keys `0..keys` of head `head`.
+    fn row(&self, head: usize, query: usize, keys: usize) -> &[f32] {
+        let span = (2 * self.max_len).saturating_sub(1);
+        // j − i + max_len − 1 for j = 0 is max_len − 1 − i.
+        let start = head * span + self.max_len - 1 - query;
+        &self.by_distance[start..start + keys]
+    }
+
     /// `score · scale + bias` for `len` query rows of `keys` scores each (`keys ≤ len`), rows `stride` apart.
     fn add_to(
         &self,
@@ -43,14 +52,10 @@ impl RelativeBias {
         scale: f32,
         scores: &mut [f32],
     ) {
-        let span = (2 * self.max_len).saturating_sub(1);
-        let row_bias = &self.by_distance[head * span..(head + 1) * span];
         for i in 0..len {
-            // j − i + max_len − 1 for j = 0 is max_len − 1 − i.
-            let start = self.max_len - 1 - i;
             for (s, b) in scores[i * stride..i * stride + keys]
                 .iter_mut()
-                .zip(&row_bias[start..start + keys])
+                .zip(self.row(head, i, keys))
             {
                 *s = *s * scale + b;
             }
@@ -205,11 +210,11 @@ pub(crate) struct HeadScratch {
     kt: Vec<f32>,
     /// `[keys][d_pad]` one head's values, for head sizes that are not whole registers.
     v: Vec<f32>,
-    /// `[rows_pad][keys_pad]` one head's scores, then probabilities.
+    /// `[block_rows][keys_pad]` one block of query rows' scores, then probabilities.
     scores: Vec<f32>,
     /// `[rows]` one head's `1 / Σ` per row, the softmax's division applied to its outputs.
     row_scale: Vec<f32>,
-    /// `[rows_pad][d_pad]` one head's output.
+    /// `[block_rows][d_pad]` one block of query rows' output.
     out: Vec<f32>,
 }
 
@@ -245,7 +250,9 @@ crate::simd::multiversion!(attend_direct_level(task: &SeqTask<'_>, scratch: &mut
 /// time), scores as tiles of query rows × 16 keys (`Σ_c q[r][c]·Kᵀ[c][·]`, a broadcast and a vector FMA, no
 /// horizontal sums) with Q read in place, softmax without its division, and the output as tiles of rows × 16
 /// dimensions (`Σ_j p[r][j]·V[j][·]`), divided by the row's sum on its way out. Keys and dimensions are padded
-/// to whole vectors so every loop runs on full registers; padded keys get probability 0.
+/// to whole vectors so every loop runs on full registers; padded keys get probability 0. Query rows go a block
+/// at a time, so the scores scratch is ~32 KiB rather than `len × keys` (1 MiB a thread at 512 tokens); on Zen
+/// 5 that measured the same speed as whole heads (L2 kept up), and it keeps the scratch out of the weights' way.
 #[inline(always)]
 fn attend_direct<M: MulAdd>(task: &SeqTask<'_>, scratch: &mut HeadScratch, sink: &mut RowSink<'_>) {
     let SeqTask {
@@ -275,9 +282,10 @@ fn attend_direct<M: MulAdd>(task: &SeqTask<'_>, scratch: &mut HeadScratch, sink:
     // sequence's rows of `qkv`; only other head sizes copy it into a zero-padded buffer.
     let v_in_rows = d == dp;
     let v = resized(v, if v_in_rows { 0 } else { keys * dp });
-    let scores = resized(scores, lp * kp);
+    let block_rows = rows_per_block(kp).min(lp);
+    let scores = resized(scores, block_rows * kp);
     let row_scale = resized(row_scale, len);
-    let out = resized(out, lp * dp);
+    let out = resized(out, block_rows * dp);
     if kp > keys {
         for k_row in kt.chunks_exact_mut(kp) {
             k_row[keys..].fill(0.0);
@@ -291,47 +299,62 @@ fn attend_direct<M: MulAdd>(task: &SeqTask<'_>, scratch: &mut HeadScratch, sink:
                 v_row[d..].fill(0.0);
             }
         }
-        // Q where it is; the scale goes into the softmax's exponent (or the bias's add).
-        let qk = Product {
-            a: &rows[head * d..],
-            a_stride: 3 * h,
-            a_rows: len,
-            b: kt,
-            b_stride: kp,
-            inner: d,
-            cols: kp,
-        };
-        product_level::<M>(level, &qk, scores, kp);
-        let exponent_scale = match rel_bias {
-            Some(bias) => {
-                bias.add_to(head, len, keys, kp, scale, scores);
-                1.0
-            }
-            None => scale,
-        };
-        for (row, out_scale) in scores.chunks_exact_mut(kp).zip(row_scale.iter_mut()) {
-            *out_scale = softmax_unnormalized::<M>(row, keys, exponent_scale);
-        }
         let (v_head, v_stride) = if v_in_rows {
             (&rows[2 * h + head * d..], 3 * h)
         } else {
             (&v[..], dp)
         };
-        let pv = Product {
-            a: scores,
-            a_stride: kp,
-            a_rows: len,
-            b: v_head,
-            b_stride: v_stride,
-            inner: keys,
-            cols: dp,
-        };
-        product_level::<M>(level, &pv, out, dp);
-        for (i, (o_row, &out_scale)) in out.chunks_exact(dp).zip(row_scale.iter()).enumerate() {
-            sink(i, head, &o_row[..d], out_scale);
+        // A block of query rows at a time, its scores in L1 from `Q·Kᵀ` through the softmax to `P·V`.
+        for r0 in (0..len).step_by(block_rows) {
+            let rows_here = block_rows.min(len - r0);
+            let padded = rows_here.div_ceil(ROW_PAD) * ROW_PAD;
+            let scores = &mut scores[..padded * kp];
+            let row_scale = &mut row_scale[r0..r0 + rows_here];
+            // Q where it is; the scale goes into the softmax.
+            let qk = Product {
+                a: &rows[r0 * 3 * h + head * d..],
+                a_stride: 3 * h,
+                a_rows: rows_here,
+                b: kt,
+                b_stride: kp,
+                inner: d,
+                cols: kp,
+            };
+            product_level::<M>(level, &qk, scores, kp);
+            for (i, (row, out_scale)) in scores
+                .chunks_exact_mut(kp)
+                .zip(row_scale.iter_mut())
+                .enumerate()
+            {
+                let bias = rel_bias.map(|b| b.row(head, r0 + i, keys));
+                *out_scale = softmax::unnormalized_level::<M>(level, row, keys, scale, bias);
+            }
+            let pv = Product {
+                a: scores,
+                a_stride: kp,
+                a_rows: rows_here,
+                b: v_head,
+                b_stride: v_stride,
+                inner: keys,
+                cols: dp,
+            };
+            let out = &mut out[..padded * dp];
+            product_level::<M>(level, &pv, out, dp);
+            for (i, (o_row, &out_scale)) in out.chunks_exact(dp).zip(row_scale.iter()).enumerate() {
+                sink(r0 + i, head, &o_row[..d], out_scale);
+            }
         }
     }
 }
+
+/// Query rows per block of the direct kernel: as many as keep a block's scores (`rows × kp` floats) within
+/// about 32 KiB of L1, a multiple of [`ROW_PAD`], at least one.
+fn rows_per_block(kp: usize) -> usize {
+    ((SCORES_BLOCK_FLOATS / kp) / ROW_PAD).max(1) * ROW_PAD
+}
+
+/// The floats of scores one block of query rows may take (32 KiB).
+const SCORES_BLOCK_FLOATS: usize = 8192;
 
 /// `kt[c][t] = rows[t][col + c]` for the first `keys` rows (`stride` apart) and `d` columns: one head's Kᵀ,
 /// rows `kp` apart. A block of 16 tokens at a time, so each of the `d` rows of Kᵀ gets a whole cache line of
@@ -397,22 +420,6 @@ fn product_level<M: MulAdd>(
     }
     let _ = level;
     product_tiles::<M>(m, c, c_stride);
-}
-
-/// `e^(scale·(x − max))` over the first `valid` entries of a row padded to whole [`LANES`], returning `1 / Σ`:
-/// the caller scales the `d` outputs of `P·V` instead of the row's `keys` probabilities. The padding comes
-/// out 0.
-#[inline(always)]
-fn softmax_unnormalized<M: MulAdd>(row: &mut [f32], valid: usize, scale: f32) -> f32 {
-    row[valid..].fill(f32::NEG_INFINITY);
-    let max = max16(row);
-    // scale > 0, so the maximum of the scaled scores is scale · max.
-    let shift = -scale * max;
-    for x in row.iter_mut() {
-        *x = fast_exp_or_zero::<M>(M::mul_add(*x, scale, shift));
-    }
-    // A second pass over the row (in L1): summed inside the loop above, the lanes' sums went through the stack.
-    1.0 / sum16(row)
 }
 
 #[cfg(test)]
@@ -531,7 +538,7 @@ mod tests {
     }
 
     /// Attention alone at MiniLM's shape (12 heads of 32), 32 sequences of `EMBEDKIT_ATTENTION_TOKENS` (256)
-    /// tokens, best of 20, on the rayon pool (`RAYON_NUM_THREADS`): `cargo test --release -p embedkit-cpu --lib
+    /// tokens, best of `EMBEDKIT_ATTENTION_RUNS` (20), on the rayon pool (`RAYON_NUM_THREADS`): `cargo test --release -p embedkit-cpu --lib
     /// attention_timing -- --ignored --nocapture`.
     #[test]
     #[ignore = "timing, not a check"]
@@ -545,7 +552,10 @@ mod tests {
         let input = qkv(32 * tokens, 384);
         let mut ctx = vec![0.0f32; 32 * tokens * 384];
         let level = SimdLevel::supported();
-        let best = (0..20)
+        let best = (0..std::env::var("EMBEDKIT_ATTENTION_RUNS")
+            .ok()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(20))
             .map(|_| {
                 let t = std::time::Instant::now();
                 attend(&input, &seq_lens, None, &cfg, None, &mut ctx, level);
