@@ -212,7 +212,7 @@ pub(crate) struct HeadScratch {
     v: Vec<f32>,
     /// `[block_rows][keys_pad]` one block of query rows' scores, then probabilities.
     scores: Vec<f32>,
-    /// `[rows]` one head's `1 / Σ` per row, the softmax's division applied to its outputs.
+    /// `[block_rows]` one block of query rows' `1 / Σ`, the softmax's division applied to their outputs.
     row_scale: Vec<f32>,
     /// `[block_rows][d_pad]` one block of query rows' output.
     out: Vec<f32>,
@@ -284,7 +284,7 @@ fn attend_direct<M: MulAdd>(task: &SeqTask<'_>, scratch: &mut HeadScratch, sink:
     let v = resized(v, if v_in_rows { 0 } else { keys * dp });
     let block_rows = rows_per_block(kp).min(lp);
     let scores = resized(scores, block_rows * kp);
-    let row_scale = resized(row_scale, len);
+    let row_scale = resized(row_scale, block_rows);
     let out = resized(out, block_rows * dp);
     if kp > keys {
         for k_row in kt.chunks_exact_mut(kp) {
@@ -309,7 +309,7 @@ fn attend_direct<M: MulAdd>(task: &SeqTask<'_>, scratch: &mut HeadScratch, sink:
             let rows_here = block_rows.min(len - r0);
             let padded = rows_here.div_ceil(ROW_PAD) * ROW_PAD;
             let scores = &mut scores[..padded * kp];
-            let row_scale = &mut row_scale[r0..r0 + rows_here];
+            let row_scale = &mut row_scale[..rows_here];
             // Q where it is; the scale goes into the softmax.
             let qk = Product {
                 a: &rows[r0 * 3 * h + head * d..],
@@ -538,24 +538,25 @@ mod tests {
     }
 
     /// Attention alone at MiniLM's shape (12 heads of 32), 32 sequences of `EMBEDKIT_ATTENTION_TOKENS` (256)
-    /// tokens, best of `EMBEDKIT_ATTENTION_RUNS` (20), on the rayon pool (`RAYON_NUM_THREADS`): `cargo test --release -p embedkit-cpu --lib
-    /// attention_timing -- --ignored --nocapture`.
+    /// tokens, best of `EMBEDKIT_ATTENTION_RUNS` (20), on the rayon pool (`RAYON_NUM_THREADS`): `cargo test
+    /// --release -p embedkit-cpu --lib attention_timing -- --ignored --nocapture`.
     #[test]
     #[ignore = "timing, not a check"]
     fn attention_timing() {
-        let tokens: usize = std::env::var("EMBEDKIT_ATTENTION_TOKENS")
-            .ok()
-            .and_then(|t| t.parse().ok())
-            .unwrap_or(256);
+        let setting = |name: &str, default: usize| -> usize {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default)
+        };
+        let tokens = setting("EMBEDKIT_ATTENTION_TOKENS", 256);
+        let runs = setting("EMBEDKIT_ATTENTION_RUNS", 20);
         let cfg = config(384, 12);
         let seq_lens = vec![tokens; 32];
         let input = qkv(32 * tokens, 384);
         let mut ctx = vec![0.0f32; 32 * tokens * 384];
         let level = SimdLevel::supported();
-        let best = (0..std::env::var("EMBEDKIT_ATTENTION_RUNS")
-            .ok()
-            .and_then(|r| r.parse().ok())
-            .unwrap_or(20))
+        let best = (0..runs)
             .map(|_| {
                 let t = std::time::Instant::now();
                 attend(&input, &seq_lens, None, &cfg, None, &mut ctx, level);
