@@ -40,6 +40,14 @@ impl AtomicFile {
         self.file.as_file_mut()
     }
 
+    /// Commits under `path` rather than the name given to [`AtomicFile::create`]: for files named by their
+    /// contents once written (a download named by its hash). `path` must be in the folder of the name given
+    /// to `create`, where the temp file is (a rename does not cross filesystems).
+    pub fn commit_as(mut self, path: &Path) -> io::Result<()> {
+        self.path = path.to_path_buf();
+        self.commit()
+    }
+
     /// Syncs the data and renames it over the final path; then syncs the folder where the platform allows, so
     /// the rename survives a power loss too.
     pub fn commit(self) -> io::Result<()> {
@@ -96,5 +104,24 @@ mod tests {
         let dropped = AtomicFile::create(&dir.path().join("never.bin")).unwrap();
         drop(dropped);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn commit_as_names_the_file_when_it_is_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut f = AtomicFile::create(&dir.path().join("download")).unwrap();
+        f.write_all(b"abc").unwrap();
+        let named = dir.path().join("ba7816bf");
+        f.commit_as(&named).unwrap();
+        assert_eq!(std::fs::read(&named).unwrap(), b"abc");
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            left,
+            ["ba7816bf"],
+            "only the named file, no temp file, no placeholder"
+        );
     }
 }

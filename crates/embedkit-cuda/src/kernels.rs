@@ -225,9 +225,7 @@ pub fn load_or_compile(
         }
     };
     std::fs::create_dir_all(dir).map_err(io(dir))?;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, &cubin).map_err(io(&tmp))?;
-    std::fs::rename(&tmp, &path).map_err(io(&path))?;
+    embedkit_core::write_atomic(&path, &cubin).map_err(io(&path))?;
     Ok(cubin)
 }
 

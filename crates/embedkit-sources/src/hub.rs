@@ -14,6 +14,7 @@ use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use embedkit_core::{AtomicFile, write_atomic};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Deserialize;
 use ureq::http::Response;
@@ -231,16 +232,8 @@ fn write_ref(repo_dir: &Path, revision: &str, commit: &str) -> Result<(), Source
     }
     let parent = path.parent().unwrap_or(repo_dir);
     fs::create_dir_all(parent).map_err(|e| SourceError::io("create folder", parent, e))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-ref-")
-        .tempfile_in(parent)
-        .map_err(|e| SourceError::io("create temp file in", parent, e))?;
     // huggingface_hub writes the bare commit, no newline.
-    tmp.write_all(commit.as_bytes())
-        .map_err(|e| SourceError::io("write", tmp.path().to_path_buf(), e))?;
-    tmp.persist(&path)
-        .map_err(|e| SourceError::io("write", &path, e.error))?;
-    Ok(())
+    write_atomic(&path, commit.as_bytes()).map_err(|e| SourceError::io("write", &path, e))
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(
@@ -502,12 +495,9 @@ impl Downloader<'_> {
             bar
         };
 
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".tmp-")
-            .suffix(".incomplete")
-            .tempfile_in(blobs)
+        // The blob's name is its hash, known once the bytes are in: the temp file is committed under it.
+        let mut tmp = AtomicFile::create(&blobs.join("download"))
             .map_err(|e| SourceError::io("create temp file in", blobs, e))?;
-        let tmp_path = tmp.path().to_path_buf();
         let mut reader = bar.wrap_read(response.into_body().into_reader());
         let mut writer = HashingWriter::new(BufWriter::new(tmp.as_file_mut()));
         let mut buf = vec![0u8; 256 * 1024];
@@ -523,12 +513,12 @@ impl Downloader<'_> {
             };
             writer
                 .write_all(&buf[..n])
-                .map_err(|e| SourceError::io("write", &tmp_path, e))?;
+                .map_err(|e| SourceError::io("write a download into", blobs, e))?;
         }
         bar.finish_and_clear();
         let (sha256, _, mut out) = writer.finish();
         out.flush()
-            .map_err(|e| SourceError::io("write", &tmp_path, e))?;
+            .map_err(|e| SourceError::io("write a download into", blobs, e))?;
         drop(out);
 
         let name = match etag {
@@ -546,8 +536,8 @@ impl Downloader<'_> {
             None => sha256,
         };
         let blob = blobs.join(&name);
-        tmp.persist(&blob)
-            .map_err(|e| SourceError::io("write", &blob, e.error))?;
+        tmp.commit_as(&blob)
+            .map_err(|e| SourceError::io("write", &blob, e))?;
         Ok(name)
     }
 }
@@ -573,16 +563,12 @@ fn link_or_copy(blob: &Path, relative: &Path, target: &Path) -> Result<(), Sourc
         return Ok(());
     }
     let parent = target.parent().unwrap_or(Path::new("."));
-    let tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .tempfile_in(parent)
+    let mut dst = AtomicFile::create(target)
         .map_err(|e| SourceError::io("create temp file in", parent, e))?;
     let mut src = File::open(blob).map_err(|e| SourceError::io("open", blob, e))?;
-    let mut dst = tmp.as_file();
     std::io::copy(&mut src, &mut dst).map_err(|e| SourceError::io("copy to", target, e))?;
-    tmp.persist(target)
-        .map_err(|e| SourceError::io("write", target, e.error))?;
-    Ok(())
+    dst.commit()
+        .map_err(|e| SourceError::io("write", target, e))
 }
 
 #[cfg(unix)]
